@@ -1,0 +1,53 @@
+"""The ``edge-runtime`` command. Each subcommand lives in its own module in this package
+and provides ``add_parser(subparsers)``; ``COMMANDS`` lists them in help order."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from edge_runtime.errors import ConfigError, ConversionError, EdgeRuntimeError, InvalidInput, ModelLoadError
+
+COMMANDS = ["predict", "info"]
+
+# exit codes, documented in the README
+EXIT_ERROR, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
+
+
+def exit_code(exc: EdgeRuntimeError) -> int:
+    if isinstance(exc, (InvalidInput, ConfigError)):
+        return EXIT_USAGE
+    if isinstance(exc, ModelLoadError):
+        return EXIT_MODEL
+    if isinstance(exc, ConversionError):
+        return 4
+    return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-runtime",
+        description="Run verified model artifacts on a device.",
+        epilog="example: edge-runtime predict artifacts/iris --input rows.csv",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"edge_runtime.cli.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except EdgeRuntimeError as exc:
+        print(f"edge-runtime {args.command}: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,193 @@
+"""Turn what a caller passes into the arrays a model takes, or say exactly what is wrong.
+
+Every check happens here, before the backend: a missing, extra, mistyped or non-finite
+feature raises ``InvalidInput`` naming the feature. The common case, a numeric row for a
+one-tensor model, is kept to a few numpy calls because it is on every ``predict``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import InvalidInput
+from edge_runtime.manifest import Manifest
+
+_NUMERIC_KINDS = "fiub"
+
+
+def _describe(v: Any) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text[:40]}"
+
+
+class InputAdapter:
+    """Validates rows for one manifest and builds the backend's feeds."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.names = manifest.feature_names
+        self.types = manifest.feature_types
+        self.n = len(self.names)
+        self.layout = manifest.input_layout
+        self.missing_ok = frozenset(manifest.extra.get("missing_ok", ()))
+        self._index = {n: i for i, n in enumerate(self.names)}
+        if self.layout == "tensor":
+            spec = manifest.inputs[0]
+            self.input_name = spec.name
+            self.dtype = np.dtype(spec.dtype)
+        else:
+            self.input_names = [s.name for s in manifest.inputs]
+            self.dtypes = [np.dtype(object) if s.dtype in ("str", "string", "object") else np.dtype(s.dtype)
+                           for s in manifest.inputs]
+
+    # -- public ---------------------------------------------------------------------------
+    def feeds_one(self, features: Any) -> dict[str, np.ndarray]:
+        """Feeds for a single row: a mapping of named features, or a 1-D sequence/array."""
+        if isinstance(features, Mapping):
+            return self._feeds_from_rows([self._row_from_mapping(features, None)])
+        if isinstance(features, np.ndarray) and self.layout == "tensor":
+            if features.ndim != 1:
+                raise InvalidInput(f"predict() takes one row: a 1-D array of {self.n} values, got shape "
+                                   f"{features.shape}; use predict_batch() for several rows")
+            return self._feeds_from_matrix(features.reshape(1, -1))
+        if isinstance(features, (Sequence, np.ndarray)) and not isinstance(features, (str, bytes)):
+            return self._feeds_from_rows([self._row_from_sequence(features, None)])
+        raise InvalidInput(f"expected a dict of {self.n} named features or a 1-D array, got "
+                           f"{type(features).__name__}")
+
+    def feeds_batch(self, rows: Any) -> tuple[dict[str, np.ndarray], int]:
+        """Feeds for many rows: a 2-D array, a list of dicts or rows, or a DataFrame."""
+        if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # pandas DataFrame, duck-typed
+            missing = [n for n in self.names if n not in rows.columns]
+            if missing:
+                raise InvalidInput("column missing from the DataFrame", feature=missing[0])
+            extra = [c for c in rows.columns if c not in self._index]
+            if extra:
+                raise InvalidInput("unknown column; the model's features are " + ", ".join(self.names),
+                                   feature=str(extra[0]))
+            rows = rows[list(self.names)].to_numpy() if self.layout == "tensor" else rows.to_dict("records")
+        if isinstance(rows, np.ndarray) and self.layout == "tensor" and rows.dtype.kind in _NUMERIC_KINDS:
+            if rows.ndim != 2:
+                raise InvalidInput(f"predict_batch() takes a 2-D array (rows x {self.n} features), got "
+                                   f"shape {rows.shape}")
+            return self._feeds_from_matrix(rows), rows.shape[0]
+        if isinstance(rows, np.ndarray):
+            rows = list(rows)
+        if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+            raise InvalidInput(f"predict_batch() takes a 2-D array, a list of rows or a DataFrame, got "
+                               f"{type(rows).__name__}")
+        if len(rows) == 0:
+            raise InvalidInput("predict_batch() got no rows")
+        built = []
+        for i, r in enumerate(rows):
+            if isinstance(r, Mapping):
+                built.append(self._row_from_mapping(r, i))
+            elif isinstance(r, (Sequence, np.ndarray)) and not isinstance(r, (str, bytes)):
+                built.append(self._row_from_sequence(r, i))
+            else:
+                raise InvalidInput(f"expected a dict or a sequence of {self.n} values, got "
+                                   f"{type(r).__name__}", row=i)
+        return self._feeds_from_rows(built), len(built)
+
+    # -- rows -----------------------------------------------------------------------------
+    def _row_from_mapping(self, d: Mapping[str, Any], row: int | None) -> list[Any]:
+        try:
+            values = [d[n] for n in self.names]
+        except KeyError:
+            for n in self.names:
+                if n not in d:
+                    if n in self.missing_ok:
+                        continue
+                    raise InvalidInput(f"missing; expected {self._expect(self._index[n])}",
+                                       feature=n, row=row) from None
+            values = [d.get(n) for n in self.names]
+        if len(d) != self.n:
+            extra = [k for k in d if k not in self._index]
+            if extra:
+                raise InvalidInput("unknown feature; the model's features are " + ", ".join(self.names),
+                                   feature=str(extra[0]), row=row)
+        return values
+
+    def _row_from_sequence(self, seq: Any, row: int | None) -> list[Any]:
+        if len(seq) != self.n:
+            raise InvalidInput(f"expected {self.n} values ({', '.join(self.names)}), got {len(seq)}",
+                               row=row)
+        return list(seq)
+
+    def _expect(self, i: int) -> str:
+        t = self.types[i]
+        return {"float": "a finite number", "int": "an integer", "string": "a string"}[t]
+
+    # -- feeds ----------------------------------------------------------------------------
+    def _feeds_from_matrix(self, m: np.ndarray) -> dict[str, np.ndarray]:
+        if m.shape[1] != self.n:
+            raise InvalidInput(f"expected {self.n} values per row ({', '.join(self.names)}), got "
+                               f"{m.shape[1]}")
+        if m.dtype.kind not in _NUMERIC_KINDS:
+            self._find_bad_numeric(m)
+        arr = m if m.dtype == self.dtype else m.astype(self.dtype)
+        if not np.isfinite(arr).all():
+            self._find_non_finite(arr)
+        return {self.input_name: arr}
+
+    def _feeds_from_rows(self, rows: list[list[Any]]) -> dict[str, np.ndarray]:
+        if self.layout == "tensor":
+            if self.missing_ok:
+                rows = [[math.nan if v is None else v for v in r] for r in rows]
+            try:
+                m = np.array(rows, dtype=None)
+            except (ValueError, TypeError):
+                m = np.array(rows, dtype=object)
+            if m.dtype.kind not in _NUMERIC_KINDS or m.ndim != 2:
+                self._find_bad_numeric(np.array(rows, dtype=object).reshape(len(rows), -1))
+            return self._feeds_from_matrix(m)
+        feeds = {}
+        for j, (name, dtype) in enumerate(zip(self.input_names, self.dtypes, strict=True)):
+            col = [r[j] for r in rows]
+            feeds[name] = self._column(j, col, dtype).reshape(-1, 1)
+        return feeds
+
+    def _column(self, j: int, col: list[Any], dtype: np.dtype) -> np.ndarray:
+        name = self.names[j]
+        kind = self.types[j]
+        nullable = name in self.missing_ok
+        for i, v in enumerate(col):
+            row = i if len(col) > 1 else None
+            if v is None:
+                if nullable and kind != "string":
+                    continue
+                raise InvalidInput(f"missing (None); expected {self._expect(j)}", feature=name, row=row)
+            if kind == "string":
+                if not isinstance(v, str):
+                    raise InvalidInput(f"expected a string, got {_describe(v)}", feature=name, row=row)
+            elif isinstance(v, (str, bytes)) or not isinstance(v, (int, float, np.number, bool, np.bool_)):
+                raise InvalidInput(f"expected {self._expect(j)}, got {_describe(v)}", feature=name, row=row)
+            elif kind == "int" and float(v) != math.floor(float(v)):
+                raise InvalidInput(f"expected an integer, got {v!r}", feature=name, row=row)
+            elif not nullable and not math.isfinite(float(v)):
+                raise InvalidInput(f"expected {self._expect(j)}, got {v!r}", feature=name, row=row)
+        if kind == "string":
+            return np.array(col, dtype=object)
+        return np.array([np.nan if v is None else v for v in col], dtype=dtype)
+
+    def _find_bad_numeric(self, m: np.ndarray) -> None:
+        for i in range(m.shape[0]):
+            for j in range(min(m.shape[1], self.n)):
+                v = m[i, j]
+                if isinstance(v, (str, bytes)) or not isinstance(v, (int, float, np.number, bool, np.bool_)):
+                    if v is None and self.names[j] in self.missing_ok:
+                        continue
+                    raise InvalidInput(f"expected {self._expect(j)}, got {_describe(v)}",
+                                       feature=self.names[j], row=i if m.shape[0] > 1 else None)
+        raise InvalidInput(f"rows must all have {self.n} numeric values")
+
+    def _find_non_finite(self, arr: np.ndarray) -> None:
+        bad = ~np.isfinite(arr)
+        for i, j in zip(*np.nonzero(bad), strict=True):
+            if self.names[j] in self.missing_ok and np.isnan(arr[i, j]):
+                continue
+            raise InvalidInput(f"expected a finite number, got {arr[i, j]!r}", feature=self.names[j],
+                               row=int(i) if arr.shape[0] > 1 else None)

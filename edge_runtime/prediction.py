@@ -1,0 +1,59 @@
+"""What ``predict`` returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SOURCES = ("model", "cache", "fallback")
+
+
+class Prediction:
+    """One answer: the value, where it came from, which model version, how long it took.
+
+    ``probabilities`` (classifiers) is a ``{class: probability}`` dict built on first access,
+    so a caller who only wants ``value`` does not pay for it.
+    """
+
+    __slots__ = ("value", "source", "model_version", "latency_ms", "reason", "request_id",
+                 "_proba", "_classes", "_probabilities")
+
+    def __init__(self, value: Any, source: str, model_version: str | None, latency_ms: float,
+                 proba: np.ndarray | None = None, classes: tuple[Any, ...] | None = None,
+                 reason: str | None = None, request_id: str | None = None) -> None:
+        self.value = value
+        self.source = source
+        self.model_version = model_version
+        self.latency_ms = latency_ms
+        self.reason = reason  # why a fallback answered; None from the model or cache
+        self.request_id = request_id
+        self._proba = proba
+        self._classes = classes
+        self._probabilities: dict[Any, float] | None = None
+
+    @property
+    def probabilities(self) -> dict[Any, float] | None:
+        if self._probabilities is None and self._proba is not None and self._classes is not None:
+            self._probabilities = {c: float(p) for c, p in zip(self._classes, self._proba.tolist(),
+                                                               strict=True)}
+        return self._probabilities
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"value": self.value}
+        probs = self.probabilities
+        if probs is not None:
+            d["probabilities"] = {str(k): v for k, v in probs.items()}
+        d["source"] = self.source
+        d["model_version"] = self.model_version
+        d["latency_ms"] = round(self.latency_ms, 4)
+        if self.reason:
+            d["reason"] = self.reason
+        if self.request_id is not None:
+            d["request_id"] = self.request_id
+        return d
+
+    def __repr__(self) -> str:
+        extra = f", reason={self.reason!r}" if self.reason else ""
+        return (f"Prediction(value={self.value!r}, source={self.source!r}, "
+                f"model_version={self.model_version!r}, latency_ms={self.latency_ms:.3f}{extra})")

@@ -1,0 +1,57 @@
+"""Fixtures shared by every test module."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, module: str = "edge_runtime", stdin: bytes | None = None,
+            env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS`` from a clean process, as a user would run the command."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], input=stdin.decode() if stdin else None,
+                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def write_fake_artifact(d: Path, *, task: str = "regression", weights: list[list[float]] | None = None,
+                        features: tuple[str, ...] = ("a", "b"), version: str = "1",
+                        **manifest: Any) -> Path:
+    """An artifact for the library-free ``fake`` backend: y = x @ W + b."""
+    from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+
+    d.mkdir(parents=True, exist_ok=True)
+    weights = weights or [[1.0] for _ in features]
+    n_out = len(weights[0])
+    softmax = task == "classification"
+    (d / "model.json").write_text(json.dumps({"weights": weights, "input": "x", "softmax": softmax,
+                                               "outputs": ["probabilities" if softmax else "value"]}))
+    role = "probabilities" if softmax else "value"
+    m = Manifest(
+        name=manifest.pop("name", "fake"), version=version, backend="fake", file="model.json",
+        sha256=sha256_file(d / "model.json"), size_bytes=(d / "model.json").stat().st_size, task=task,
+        inputs=(TensorSpec("x", "float32", (None, len(features))),),
+        outputs=(TensorSpec("probabilities" if softmax else "value", "float32", (None, n_out), role),),
+        feature_names=tuple(features), feature_types=tuple("float" for _ in features),
+        classes=tuple(range(n_out)) if softmax else None, **manifest,
+    )
+    write_manifest(d, m)
+    return d
+
+
+@pytest.fixture
+def fake_artifact(tmp_path: Path) -> Path:
+    return write_fake_artifact(tmp_path / "fake")
