@@ -1,0 +1,1 @@
+"""Measuring inference: shared by ``edge-runtime bench`` and ``edge-convert --quantize auto``."""
