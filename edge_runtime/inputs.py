@@ -189,5 +189,5 @@ class InputAdapter:
         for i, j in zip(*np.nonzero(bad), strict=True):
             if self.names[j] in self.missing_ok and np.isnan(arr[i, j]):
                 continue
-            raise InvalidInput(f"expected a finite number, got {arr[i, j]!r}", feature=self.names[j],
+            raise InvalidInput(f"expected a finite number, got {float(arr[i, j])}", feature=self.names[j],
                                row=int(i) if arr.shape[0] > 1 else None)

@@ -16,8 +16,17 @@ class Prediction:
     so a caller who only wants ``value`` does not pay for it.
     """
 
-    __slots__ = ("value", "source", "model_version", "latency_ms", "reason", "request_id",
-                 "_proba", "_classes", "_probabilities")
+    __slots__ = (
+        "_classes",
+        "_proba",
+        "_probabilities",
+        "latency_ms",
+        "model_version",
+        "reason",
+        "request_id",
+        "source",
+        "value",
+    )
 
     def __init__(self, value: Any, source: str, model_version: str | None, latency_ms: float,
                  proba: np.ndarray | None = None, classes: tuple[Any, ...] | None = None,

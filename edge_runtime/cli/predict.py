@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "         echo '{\"x\": 1.5}' | edge-runtime predict artifacts/model --input -",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="DIR|DEVICE_CONFIG", help="artifact directory or device config (.toml)")
-    p.add_argument("--input", "-i", required=True, metavar="FILE|-", help="rows: .json, .jsonl, .csv, .npy or - for stdin")
+    p.add_argument("--input", "-i", required=True, metavar="FILE|-",
+                   help="rows: .json, .jsonl, .csv, .npy or - for stdin")
     p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     p.set_defaults(func=run)
 
