@@ -76,6 +76,7 @@ class OutputDecoder:
                 assert proba is not None and self._classes_arr is not None
                 values = self._classes_arr[np.argmax(proba, axis=1)].tolist()
             return values, proba
+        assert self.value is not None
         v = outs[self.value]
         if v.ndim == 1 or v.shape[1] == 1:
             return v.reshape(-1).astype(float).tolist(), None
