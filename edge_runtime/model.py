@@ -50,6 +50,14 @@ class OutputDecoder:
         if not self.classification and self.value is None:
             raise ModelLoadError(manifest.name, "a regression artifact needs a 'value' output")
         self._classes_arr = np.asarray(self.classes, dtype=object) if self.classes else None
+        # static trailing dimensions the manifest promises per output index (a model returning
+        # [N, 0] or [N, 3] for a [N, 1] output is broken, not a valid answer)
+        spec_by_name = {o.name: o for o in manifest.outputs}
+        self._widths = {}
+        for i, name in enumerate(names):
+            spec = spec_by_name.get(name)
+            if spec is not None and len(spec.shape) >= 2 and all(d is not None for d in spec.shape[1:]):
+                self._widths[i] = tuple(spec.shape[1:])
 
     def check(self, outs: list[np.ndarray], n: int) -> None:
         """Raise ValueError when outputs are not what this model should return for n rows."""
@@ -60,6 +68,9 @@ class OutputDecoder:
                 a = outs[i]
                 if a.shape[0] != n:
                     raise ValueError(f"output {i} has {a.shape[0]} rows for {n} inputs")
+                want = self._widths.get(i)
+                if want is not None and a.ndim > 1 and a.shape[1:] != want:
+                    raise ValueError(f"output {i} has shape {a.shape[1:]} per row, expected {want}")
                 if a.dtype.kind == "f" and not np.isfinite(a).all():
                     raise ValueError(f"output {i} contains NaN or Inf")
         if self.proba is not None and self.classes and outs[self.proba].shape[-1] != len(self.classes):

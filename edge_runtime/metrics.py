@@ -1,0 +1,189 @@
+"""Counters, latency histogram and percentiles for one Runtime, cheap enough for every call.
+
+Each thread that predicts writes to its own shard (``threading.local``), so counting is exact
+under concurrency without a shared lock on the predict path; readers sum the shards. Latency
+percentiles come from a sliding window of the last ``latency_window`` calls (a deque, whose
+``append`` is atomic). Prometheus text is produced at scrape time by a collector over these
+numbers, in a ``CollectorRegistry`` of this Runtime's own (never the process-global one).
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+# Prometheus latency buckets (seconds): 50 µs .. 10 s
+BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+           0.5, 1.0, 2.5, 10.0)
+
+
+class _Shard:
+    __slots__ = ("buckets", "counts", "fallbacks", "lat_sum")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}  # (version, source, outcome) -> n
+        self.fallbacks: dict[str, int] = {}  # reason (and "cache_hit"/"cache_miss") -> n
+        self.buckets: dict[str, list[int]] = {}  # version -> per-bucket counts (+ overflow)
+        self.lat_sum: dict[str, float] = {}
+
+
+class RuntimeMetrics:
+    """What ``Runtime.metrics()`` reports and ``/metrics`` exposes."""
+
+    def __init__(self, model_name: str, latency_window: int = 2048) -> None:
+        self.model_name = model_name
+        self._tls = threading.local()
+        self._shards: list[_Shard] = []
+        self._shards_lock = threading.Lock()
+        self.latencies: deque[float] = deque(maxlen=max(1, latency_window))  # ms
+        self._registry: Any = None
+        self.extra_gauges: Callable[[], dict[str, Any]] | None = None  # breaker, loaded, drift...
+
+    def shard(self) -> _Shard:
+        try:
+            return self._tls.shard  # type: ignore[no-any-return]
+        except AttributeError:
+            s = _Shard()
+            with self._shards_lock:
+                self._shards.append(s)
+            self._tls.shard = s
+            return s
+
+    # -- recording (hot path) ------------------------------------------------------------------
+    def record(self, key: tuple[str, str, str], seconds: float, n: int = 1) -> None:
+        """Count ``n`` answers under (version, source, outcome) and one latency sample."""
+        s = self.shard()
+        counts = s.counts
+        counts[key] = counts.get(key, 0) + n
+        version = key[0]
+        b = s.buckets.get(version)
+        if b is None:
+            b = s.buckets[version] = [0] * (len(BUCKETS) + 1)
+        b[bisect_left(BUCKETS, seconds)] += 1
+        s.lat_sum[version] = s.lat_sum.get(version, 0.0) + seconds
+        self.latencies.append(seconds * 1000.0)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """A plain counter: fallback reasons, cache hits/misses."""
+        f = self.shard().fallbacks
+        f[name] = f.get(name, 0) + n
+
+    # -- reading -----------------------------------------------------------------------------
+    def totals(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int],
+                              dict[str, list[int]], dict[str, float]]:
+        counts: dict[tuple[str, str, str], int] = {}
+        other: dict[str, int] = {}
+        buckets: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
+        with self._shards_lock:
+            shards = list(self._shards)
+        for s in shards:
+            for k, v in list(s.counts.items()):
+                counts[k] = counts.get(k, 0) + v
+            for k2, v in list(s.fallbacks.items()):
+                other[k2] = other.get(k2, 0) + v
+            for ver, b in list(s.buckets.items()):
+                acc = buckets.setdefault(ver, [0] * (len(BUCKETS) + 1))
+                for i, c in enumerate(list(b)):
+                    acc[i] += c
+            for ver, t in list(s.lat_sum.items()):
+                sums[ver] = sums.get(ver, 0.0) + t
+        return counts, other, buckets, sums
+
+    def percentiles(self) -> dict[str, Any]:
+        lat = np.fromiter(list(self.latencies), dtype=float)
+        if not lat.size:
+            return {"p50": None, "p95": None, "p99": None, "window": 0}
+        p = np.percentile(lat, [50, 95, 99]).round(4).tolist()
+        return {"p50": p[0], "p95": p[1], "p99": p[2], "window": int(lat.size)}
+
+    # -- Prometheus ----------------------------------------------------------------------------
+    @property
+    def registry(self) -> Any:
+        """This Runtime's ``prometheus_client.CollectorRegistry`` (created on first use)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            reg = CollectorRegistry(auto_describe=False)
+            reg.register(_Collector(self))
+            self._registry = reg
+        return self._registry
+
+    def prometheus_text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)  # type: ignore[no-any-return]
+
+
+class _Collector:
+    def __init__(self, metrics: RuntimeMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        m = self.m
+        name = m.model_name
+        counts, other, buckets, sums = m.totals()
+        req = CounterMetricFamily("model_prediction_requests", "Predictions answered, by where the answer "
+                                  "came from and how the call ended", labels=["model", "version", "source",
+                                                                               "outcome"])
+        for (ver, source, outcome), n in sorted(counts.items()):
+            req.add_metric([name, ver, source, outcome], n)
+        yield req
+        hist = HistogramMetricFamily("model_prediction_latency_seconds", "Time to answer one predict call",
+                                     labels=["model", "version"])
+        for ver, b in sorted(buckets.items()):
+            cum, acc = [], 0
+            for bound, c in zip((*map(str, BUCKETS), "+Inf"), b, strict=True):
+                acc += c
+                cum.append((bound, acc))
+            hist.add_metric([name, ver], cum, sums.get(ver, 0.0))
+        yield hist
+        fb = CounterMetricFamily("model_prediction_fallbacks", "Answers given by the fallback, by reason",
+                                 labels=["model", "reason"])
+        for k, n in sorted(other.items()):
+            if k.startswith("fallback:"):
+                fb.add_metric([name, k[9:]], n)
+        yield fb
+        for what in ("hits", "misses"):
+            cm = CounterMetricFamily(f"model_prediction_cache_{what}", f"Prediction cache {what}",
+                                    labels=["model"])
+            cm.add_metric([name], other.get(f"cache_{what}", 0))
+            yield cm
+        extra = m.extra_gauges() if m.extra_gauges else {}
+        if "breaker_state" in extra:
+            g = GaugeMetricFamily("model_circuit_breaker_state", "1 for the breaker's current state",
+                                  labels=["model", "state"])
+            for st in ("closed", "open", "half_open"):
+                g.add_metric([name, st], 1.0 if extra["breaker_state"] == st else 0.0)
+            yield g
+        if "loaded" in extra:
+            g = GaugeMetricFamily("model_loaded", "1 when the model is loaded and smoke-tested",
+                                  labels=["model", "version"])
+            g.add_metric([name, str(extra.get("version") or "")], 1.0 if extra["loaded"] else 0.0)
+            yield g
+        if "ready" in extra:
+            g = GaugeMetricFamily("model_ready", "1 when the runtime is ready to serve from the model",
+                                  labels=["model"])
+            g.add_metric([name], 1.0 if extra["ready"] else 0.0)
+            yield g
+        if "log_dropped" in extra:
+            ld = CounterMetricFamily("model_prediction_log_dropped", "Sampled prediction records dropped "
+                                     "because the log writer fell behind", labels=["model"])
+            ld.add_metric([name], extra["log_dropped"])
+            yield ld
+        drift = extra.get("drift") or {}
+        if drift:
+            g = GaugeMetricFamily("model_drift_score", "Drift of the recent window against the manifest's "
+                                  "reference", labels=["model", "feature", "method"])
+            for feature, scores in sorted(drift.items()):
+                for method, v in sorted(scores.items()):
+                    if v is not None:
+                        g.add_metric([name, feature, method], float(v))
+            yield g
