@@ -261,6 +261,8 @@ class Runtime:
         tests: ``rt.model.backend`` is the live backend object."""
         return self._st.model
 
+    _model = model  # the foundation's name, kept for code that reached in
+
     @property
     def fallback_model(self) -> LoadedModel | None:
         """The secondary artifact answering as fallback, if configured and loaded."""
