@@ -97,7 +97,7 @@ class FallbackPolicy:
             "default": None if self.default is None else self.default.value,
         }
 
-    def remember(self, key: bytes, value: Any, proba: np.ndarray | None, version: str) -> None:
+    def remember(self, key: bytes, value: Any, proba: np.ndarray | list[float] | None, version: str) -> None:
         if self.last_good is not None:
             self.last_good.put(key, (value, proba, version))
 

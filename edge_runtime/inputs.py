@@ -17,6 +17,19 @@ from edge_runtime.errors import InvalidInput
 from edge_runtime.manifest import Manifest
 
 _NUMERIC_KINDS = "fiub"
+_FAST_NUMBERS = frozenset((float, int))
+_isfinite = math.isfinite
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """True when no element is NaN or Inf; several times cheaper than np.isfinite(a).all()
+    on the small arrays of a single prediction, which is where it runs."""
+    if a.size <= 16:
+        return all(map(_isfinite, a.ravel().tolist()))
+    flat = a.ravel()
+    # NaN and Inf propagate through a dot product; only an overflow of huge finite values
+    # gives a false alarm, which the exact check then clears.
+    return _isfinite(flat.dot(flat)) or bool(np.isfinite(a).all())
 
 
 def _describe(v: Any) -> str:
@@ -46,6 +59,23 @@ class InputAdapter:
     # -- public ---------------------------------------------------------------------------
     def feeds_one(self, features: Any) -> dict[str, np.ndarray]:
         """Feeds for a single row: a mapping of named features, or a 1-D sequence/array."""
+        kind = type(features)
+        if self.layout == "tensor":
+            # Fast paths for the two common calls; anything unusual takes the general path,
+            # which gives the precise error.
+            if kind is np.ndarray and features.ndim == 1 and features.shape[0] == self.n \
+                    and features.dtype.kind == "f":
+                arr = features if features.dtype is self.dtype else features.astype(self.dtype, copy=False)
+                if all_finite(arr):
+                    return {self.input_name: arr.reshape(1, -1)}
+            elif kind is dict and len(features) == self.n:
+                try:
+                    values = [features[n] for n in self.names]
+                except KeyError:
+                    values = None
+                if values is not None and set(map(type, values)) <= _FAST_NUMBERS \
+                        and all(map(_isfinite, values)):
+                    return {self.input_name: np.array([values], dtype=self.dtype)}
         if isinstance(features, Mapping):
             return self._feeds_from_rows([self._row_from_mapping(features, None)])
         if isinstance(features, np.ndarray) and self.layout == "tensor":
@@ -129,7 +159,7 @@ class InputAdapter:
         if m.dtype.kind not in _NUMERIC_KINDS:
             self._find_bad_numeric(m)
         arr = m if m.dtype == self.dtype else m.astype(self.dtype)
-        if not np.isfinite(arr).all():
+        if not all_finite(arr):
             self._find_non_finite(arr)
         return {self.input_name: arr}
 

@@ -8,6 +8,7 @@ change once ``open`` has returned.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ import numpy as np
 
 from edge_runtime.backends import Backend, BackendOptions, open_backend
 from edge_runtime.errors import EdgeRuntimeError, ModelLoadError
-from edge_runtime.inputs import InputAdapter
+from edge_runtime.inputs import InputAdapter, all_finite
 from edge_runtime.manifest import Manifest, verify_artifact
 
 log = logging.getLogger(__name__)
+_isfinite = math.isfinite
 
 
 class OutputDecoder:
@@ -58,24 +60,56 @@ class OutputDecoder:
             spec = spec_by_name.get(name)
             if spec is not None and len(spec.shape) >= 2 and all(d is not None for d in spec.shape[1:]):
                 self._widths[i] = tuple(spec.shape[1:])
+        self._used = [i for i in (self.label, self.proba, self.value) if i is not None]
+        self._width = len(self.classes) if self.classes and self.proba is not None else None
 
     def check(self, outs: list[np.ndarray], n: int) -> None:
-        """Raise ValueError when outputs are not what this model should return for n rows."""
+        """Raise ValueError when outputs are not what this model should return for n rows:
+        wrong count, wrong number of rows or classes, NaN or Inf."""
         if len(outs) != self.n_outputs:
             raise ValueError(f"expected {self.n_outputs} outputs, got {len(outs)}")
-        for i in (self.label, self.proba, self.value):
-            if i is not None:
-                a = outs[i]
-                if a.shape[0] != n:
-                    raise ValueError(f"output {i} has {a.shape[0]} rows for {n} inputs")
-                want = self._widths.get(i)
-                if want is not None and a.ndim > 1 and a.shape[1:] != want:
-                    raise ValueError(f"output {i} has shape {a.shape[1:]} per row, expected {want}")
-                if a.dtype.kind == "f" and not np.isfinite(a).all():
-                    raise ValueError(f"output {i} contains NaN or Inf")
-        if self.proba is not None and self.classes and outs[self.proba].shape[-1] != len(self.classes):
-            raise ValueError(f"probabilities have {outs[self.proba].shape[-1]} columns for "
-                             f"{len(self.classes)} classes")
+        for i in self._used:
+            a = outs[i]
+            if a.shape[0] != n:
+                raise ValueError(f"output {i} has {a.shape[0]} rows for {n} inputs")
+            want = self._widths.get(i)
+            if want is not None and a.ndim > 1 and a.shape[1:] != want:
+                raise ValueError(f"output {i} has shape {a.shape[1:]} per row, expected {want}")
+            if a.dtype.kind == "f" and not all_finite(a):
+                raise ValueError(f"output {i} contains NaN or Inf")
+        if self._width is not None and outs[self.proba].shape[-1] != self._width:  # type: ignore[index]
+            raise ValueError(f"probabilities have {outs[self.proba].shape[-1]} columns for "  # type: ignore[index]
+                             f"{self._width} classes")
+
+    def one(self, outs: list[np.ndarray]) -> tuple[Any, list[float] | None]:
+        """(value, probabilities as a list or None) for a single-row call, with the checks of
+        ``check`` done in the same pass; this is the hot path of every ``predict``."""
+        if len(outs) != self.n_outputs:
+            raise ValueError(f"expected {self.n_outputs} outputs, got {len(outs)}")
+        if self.classification:
+            plist = None
+            if self.proba is not None:
+                pa = outs[self.proba]
+                if pa.shape[0] != 1 or (self._width is not None and pa.shape[-1] != self._width):
+                    raise ValueError(f"probabilities have shape {pa.shape}, expected (1, {self._width})")
+                plist = pa.reshape(-1).tolist()
+                if not all(map(_isfinite, plist)):
+                    raise ValueError("probabilities contain NaN or Inf")
+            if self.label is not None:
+                la = outs[self.label]
+                if la.shape[0] != 1:
+                    raise ValueError(f"label output has {la.shape[0]} rows for 1 input")
+                return la.item(0), plist
+            assert plist is not None and self.classes is not None
+            return self.classes[plist.index(max(plist))], plist
+        v = outs[self.value]  # type: ignore[index]
+        want = self._widths.get(self.value)  # type: ignore[arg-type]
+        if v.shape[0] != 1 or (want is not None and v.ndim > 1 and v.shape[1:] != want):
+            raise ValueError(f"output has shape {v.shape}, expected (1, {want})")
+        vals = v.reshape(-1).tolist()
+        if not all(map(_isfinite, vals)):
+            raise ValueError("output contains NaN or Inf")
+        return (vals[0] if len(vals) == 1 else vals), None
 
     def decode(self, outs: list[np.ndarray]) -> tuple[list[Any], np.ndarray | None]:
         """Values for every row, and the probability matrix (classifiers) or None."""

@@ -29,7 +29,7 @@ class Prediction:
     )
 
     def __init__(self, value: Any, source: str, model_version: str | None, latency_ms: float,
-                 proba: np.ndarray | None = None, classes: tuple[Any, ...] | None = None,
+                 proba: np.ndarray | list[float] | None = None, classes: tuple[Any, ...] | None = None,
                  reason: str | None = None, request_id: str | None = None) -> None:
         self.value = value
         self.source = source
@@ -44,8 +44,8 @@ class Prediction:
     @property
     def probabilities(self) -> dict[Any, float] | None:
         if self._probabilities is None and self._proba is not None and self._classes is not None:
-            self._probabilities = {c: float(p) for c, p in zip(self._classes, self._proba.tolist(),
-                                                               strict=True)}
+            proba = self._proba.tolist() if isinstance(self._proba, np.ndarray) else self._proba
+            self._probabilities = dict(zip(self._classes, proba, strict=True))
         return self._probabilities
 
     def to_dict(self) -> dict[str, Any]:

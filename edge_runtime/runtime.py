@@ -337,7 +337,7 @@ class Runtime:
             self._model_error(st, reason, exc)
         else:
             try:
-                model.decoder.check(outs, 1)
+                value, prow = model.decoder.one(outs)
             except ValueError as exc:
                 reason = _classify(outs)
                 self._model_error(st, reason, exc)
@@ -346,9 +346,6 @@ class Runtime:
                 breaker.failure(reason)
             return self._fallback_one(st, features, feeds, key, reason, t0, request_id)
         breaker.success()
-        values, proba = model.decoder.decode(outs)
-        value = values[0]
-        prow = None if proba is None else proba[0]
         if key is not None:
             if self._cache_on:
                 self._cache.put((st.version, key), (value, prow))  # type: ignore[union-attr]

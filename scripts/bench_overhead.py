@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_runtime.bench.measure import stats_from_ns, time_calls  # noqa: E402
+from edge_runtime.bench.measure import stats_from_ns, time_calls
 
 
 def log_models(workdir: Path) -> list[tuple[str, str, np.ndarray, list[str]]]:
@@ -73,9 +73,9 @@ def bench_model(label: str, uri: str, X: np.ndarray, names: list[str], workdir: 
     import mlflow
     import onnxruntime as ort
     import pandas as pd
+    from converters import convert
 
     import edge_runtime
-    from converters import convert
 
     art = workdir / f"art-{abs(hash(uri))}"
     convert(uri, format="onnx", quantize="none", out=art)
