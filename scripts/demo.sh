@@ -3,16 +3,9 @@
 #   ./scripts/demo.sh            (re-runs reuse .venv; outputs go to demo-out/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
 OUT=${OUT:-demo-out}
-PY=${PYTHON:-python3}
-
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "==> creating $VENV"
-  "$PY" -m venv "$VENV"
-fi
+. scripts/_venv.sh
 echo "==> installing edge-runtime with the converters (extra [convert])"
-"$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[convert]"
 export PATH="$PWD/$VENV/bin:$PATH"
 mkdir -p "$OUT"

@@ -4,8 +4,6 @@
 #   ./scripts/test.sh -k onnx    # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
-PY=${PYTHON:-python3}
 
 # System packages: mosquitto for the MQTT tests (as root via apt-get, else sudo if present).
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
@@ -14,14 +12,10 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "==> creating $VENV"
-  "$PY" -m venv "$VENV"
-fi
+. scripts/_venv.sh
 echo "==> installing the package with every extra the tests use"
-"$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0" 2>/dev/null || echo "(torch 2.13.0 unavailable; torch tests will skip)"
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -e ".[convert,tflite,http,plot,dev]"
 
 echo "==> ruff"
