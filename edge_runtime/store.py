@@ -1,0 +1,189 @@
+"""The device's model store: installed artifact versions and which one is active.
+
+    data_dir/models/<name>/<version>/     an installed artifact (never modified after install)
+    data_dir/models/active.json           {"name", "version", "previous": {...} | null}
+
+Installs copy into a temporary directory, fsync every file, then rename into place, so a
+power cut leaves either the whole version or nothing. The active pointer is rewritten the
+same way (temp file + fsync + rename), so it always names a complete version. Updates and
+rollbacks build on ``install`` / ``activate`` / ``previous``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ModelLoadError
+from edge_runtime.manifest import read_manifest, verify_artifact
+
+log = logging.getLogger(__name__)
+
+ACTIVE_FILE = "active.json"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a reader or a power cut sees the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+class ModelStore:
+    """Installed model versions under ``data_dir/models``."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir) / "models"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, ref: ModelRef) -> Path:
+        return self.root / ref.name / ref.version
+
+    def versions(self, name: str) -> list[str]:
+        d = self.root / name
+        if not d.is_dir():
+            return []
+        vs = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return [p.name for p in sorted(vs, key=lambda p: p.stat().st_mtime)]
+
+    def has(self, ref: ModelRef) -> bool:
+        return (self.path(ref) / "manifest.json").is_file()
+
+    def install(self, artifact_dir: str | Path) -> ModelRef:
+        """Verify an artifact and copy it into the store; return its (name, version).
+
+        Installing a version that is already there is a no-op, so a restart can call this
+        every time."""
+        src = Path(artifact_dir)
+        manifest = verify_artifact(src)
+        ref = ModelRef(_safe(manifest.name, src), _safe(manifest.version, src))
+        dest = self.path(ref)
+        if self.has(ref):
+            return ref
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{ref.version}.", dir=dest.parent))
+        try:
+            for f in sorted(src.iterdir()):
+                if f.is_file():
+                    shutil.copyfile(f, tmp / f.name)
+                    with open(tmp / f.name, "rb") as fh:
+                        os.fsync(fh.fileno())
+            verify_artifact(tmp)  # the copy, not only the source, must match its manifest
+            fsync_dir(tmp)
+            if dest.exists():  # a half-installed leftover without a manifest
+                shutil.rmtree(dest)
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(dest.parent)
+        log.info("installed %s version %s into %s", ref.name, ref.version, dest)
+        return ref
+
+    def _read_pointer(self) -> dict[str, Any] | None:
+        p = self.root / ACTIVE_FILE
+        try:
+            return dict(json.loads(p.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(p, f"the active-model pointer is unreadable: {exc}",
+                                 hint="Delete it and restart; the agent reinstalls the configured artifact.") from exc
+
+    def active(self) -> ModelRef | None:
+        d = self._read_pointer()
+        return ModelRef(d["name"], d["version"]) if d else None
+
+    def previous(self) -> ModelRef | None:
+        d = self._read_pointer()
+        prev = d.get("previous") if d else None
+        return ModelRef(prev["name"], prev["version"]) if prev else None
+
+    def activate(self, ref: ModelRef) -> None:
+        """Make an installed version the active one; the old active becomes ``previous``."""
+        if not self.has(ref):
+            raise ModelLoadError(self.path(ref), "this version is not installed")
+        current = self.active()
+        prev = current if current is not None and current != ref else self.previous()
+        doc = {**ref.to_dict(), "previous": prev.to_dict() if prev else None}
+        write_atomic(self.root / ACTIVE_FILE, json.dumps(doc, indent=1).encode())
+        log.info("active model is now %s version %s", ref.name, ref.version)
+
+    def prune(self, keep_versions: int) -> list[ModelRef]:
+        """Delete the oldest versions beyond ``keep_versions`` per model; never active or previous."""
+        protected = {r for r in (self.active(), self.previous()) if r is not None}
+        removed: list[ModelRef] = []
+        for name_dir in self.root.iterdir():
+            if not name_dir.is_dir() or name_dir.name.startswith("."):
+                continue
+            versions = self.versions(name_dir.name)
+            for v in versions[: max(0, len(versions) - keep_versions)]:
+                ref = ModelRef(name_dir.name, v)
+                if ref in protected:
+                    continue
+                shutil.rmtree(self.path(ref), ignore_errors=True)
+                removed.append(ref)
+        return removed
+
+    def ensure(self, artifact_dir: str | Path | None) -> ModelRef:
+        """At start: install and activate the configured artifact when the store has never seen
+        that version (first start, or the operator configured a new one). A version installed
+        before stays as the update machinery left it, so a restart never undoes an update."""
+        if artifact_dir is not None:
+            m = read_manifest(artifact_dir)
+            wanted = ModelRef(_safe(m.name, Path(artifact_dir)), _safe(m.version, Path(artifact_dir)))
+            if not self.has(wanted) or self.active() is None:
+                ref = self.install(artifact_dir)
+                self.activate(ref)
+                return ref
+        active = self.active()
+        if active is None:
+            raise ModelLoadError(self.root, "no model is installed and [model] artifact is not set",
+                                 hint="Set artifact = \"/path/to/artifact\" in [model].")
+        if not self.has(active):
+            raise ModelLoadError(self.path(active), "the active model version is missing from the store",
+                                 hint="Set [model] artifact to reinstall it.")
+        return active
+
+
+def _safe(part: str, src: Path) -> str:
+    if not part or part in (".", "..") or "/" in part or "\\" in part or part.startswith("."):
+        raise ModelLoadError(src, f"manifest name/version {part!r} cannot be a directory name")
+    return part
