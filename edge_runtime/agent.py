@@ -135,21 +135,27 @@ class Agent:
         if self.runtime is not None:
             self.runtime.close()
 
-    def run_until_signal(self) -> None:
-        """Block until SIGTERM or SIGINT, then stop cleanly (main thread only)."""
+    @staticmethod
+    def install_signal_handlers() -> threading.Event:
+        """SIGTERM/SIGINT set the returned event (main thread only). Install before ``start``
+        so a signal during start-up still ends in a clean stop."""
         done = threading.Event()
 
         def handler(signum: int, frame: Any) -> None:
             log.info("received %s, stopping", signal.Signals(signum).name)
             done.set()
 
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, handler)
+        return done
+
+    def run_until_signal(self, done: threading.Event | None = None) -> None:
+        """Block until SIGTERM or SIGINT (or ``done``), then stop cleanly."""
+        done = done or self.install_signal_handlers()
         try:
             while not done.wait(0.5):
                 pass
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             self.stop()
 
     # -- reporting ----------------------------------------------------------------------------
@@ -166,7 +172,8 @@ class Agent:
 
         doc = self._envelope(type=type, **data)
         mid = self.outbox.put("events", json_bytes(doc), kind="event", msg_id=doc["id"])
-        self.publisher.notify()
+        if self.publisher is not None:
+            self.publisher.notify()
         return mid
 
     def metrics_snapshot(self) -> dict[str, Any]:
@@ -195,7 +202,8 @@ class Agent:
 
         doc = self._envelope(**self.metrics_snapshot())
         mid = self.outbox.put("metrics", json_bytes(doc), kind="metrics", msg_id=doc["id"])
-        self.publisher.notify()
+        if self.publisher is not None:
+            self.publisher.notify()
         self._report_drops()
         return mid
 

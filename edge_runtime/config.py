@@ -130,8 +130,12 @@ _SECTIONS: dict[str, type] = {"device": DeviceConfig, "model": ModelConfig, "mqt
 _OPTIONAL_SECTIONS = {"mqtt", "http"}
 
 
-def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None) -> Config:
-    """Read, validate and return a device config; raise ConfigError naming file, key and reason."""
+def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None,
+                check_files: bool = True) -> Config:
+    """Read, validate and return a device config; raise ConfigError naming file, key and reason.
+
+    ``check_files=False`` skips checking that the files it names (TLS, password) exist, to
+    validate a config written for another machine."""
     path = Path(path)
     env = os.environ if env is None else env
     try:
@@ -173,6 +177,8 @@ def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None
     _check_runtime(runtime, path)
     cfg = Config(file=path, runtime=runtime, **sections)
     _check_cross(cfg)
+    if check_files:
+        _check_files(cfg)
     return cfg
 
 
@@ -271,8 +277,6 @@ def _coerce(value: Any, tp: Any, meta: typing.Mapping[str, Any], *, file: Path, 
         p = Path(value).expanduser()
         if base is not None and not p.is_absolute():
             p = base / p
-        if meta.get("exists") and not p.exists():
-            raise bad(f"{p} does not exist")
         return p
     # any other type (dicts, nested options): the owning dataclass validates it
     return value
@@ -348,7 +352,19 @@ def _check_cross(cfg: Config) -> None:
     if m.events_limit_mb < m.outbox_max_mb:
         raise ConfigError(f"outbox_events_max_mb ({m.events_limit_mb}) must be at least outbox_max_mb "
                           f"({m.outbox_max_mb})", file=cfg.file, key="mqtt.outbox_events_max_mb")
-    if m.password_file is not None:
+
+
+def _check_files(cfg: Config) -> None:
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        if section is None:
+            continue
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if f.metadata.get("exists") and value is not None and not Path(value).exists():
+                raise ConfigError(f"{value} does not exist", file=cfg.file, key=f"{name}.{f.name}")
+    m = cfg.mqtt
+    if m is not None and m.password_file is not None:
         try:
             m.password_file.read_text()
         except OSError as exc:

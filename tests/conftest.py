@@ -55,3 +55,17 @@ def write_fake_artifact(d: Path, *, task: str = "regression", weights: list[list
 @pytest.fixture
 def fake_artifact(tmp_path: Path) -> Path:
     return write_fake_artifact(tmp_path / "fake")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    """A real Mosquitto on a free port (persistence on), killed at teardown. ``.kill()`` is
+    kill -9, ``.start()`` brings it back on the same port. See tests/mqtt_broker.py."""
+    from tests.mqtt_broker import MOSQUITTO, Broker
+
+    if not Path(MOSQUITTO).exists():
+        pytest.skip(f"mosquitto is not installed at {MOSQUITTO} (apt-get install mosquitto)")
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()

@@ -24,10 +24,11 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.INFO)
     cfg = load_config(args.config)
     agent = Agent(cfg)
+    done = agent.install_signal_handlers()
     try:
         agent.start()
     except BaseException:
         agent.stop()
         raise
-    agent.run_until_signal()
+    agent.run_until_signal(done)
     return 0

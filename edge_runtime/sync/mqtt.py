@@ -164,8 +164,10 @@ class MqttLink:
         self._connected_evt.clear()
         if was:
             log.warning("disconnected from the broker: %s", reason_code)
-            if reason_code != 0 and not str(reason_code).startswith("Normal"):
+            if getattr(reason_code, "is_failure", False):
                 self._error(f"disconnected: {reason_code}")
+        else:  # closed before a CONNACK: TLS refused, bad credentials, broker shutting down
+            self._error(f"connection to {self.cfg.host}:{self.cfg.port} closed before it was accepted: {reason_code}")
         if self._on_disconnect:
             self._on_disconnect()
 

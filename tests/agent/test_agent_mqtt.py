@@ -1,0 +1,273 @@
+"""The device agent against a real Mosquitto: status and Last Will, metrics on schedule, no event
+lost when the broker or the agent is killed -9, the outbox limit and its drop accounting, commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.agent import Agent
+from edge_runtime.config import load_config
+from tests.conftest import run_cli, write_fake_artifact
+from tests.mqtt_broker import (
+    Broker,
+    Collector,
+    outbox_rows,
+    start_agent_process,
+    wait_for,
+    write_agent_config,
+)
+
+pytestmark = pytest.mark.mqtt
+
+
+def _fleet() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    return write_fake_artifact(tmp_path / "artifact")
+
+
+def _agent(tmp_path: Path, broker: Broker, artifact: Path, **kw) -> Agent:  # type: ignore[no-untyped-def]
+    cfg = write_agent_config(tmp_path / "device.toml", port=broker.port, artifact=artifact,
+                             data_dir=tmp_path / "data", **kw)
+    return Agent(load_config(cfg))
+
+
+@pytest.mark.slow
+def test_status_is_retained_and_last_will_marks_an_unclean_exit_offline(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    cfg = write_agent_config(tmp_path / "device.toml", port=mosquitto.port, artifact=artifact,
+                             data_dir=tmp_path / "data", fleet=fleet, device="pi-1")
+    status_topic = f"edge/{fleet}/devices/pi-1/status"
+    proc = start_agent_process(cfg, tmp_path / "agent.log")
+    try:
+        watch = Collector(mosquitto.port, [status_topic]).wait_subscribed()
+        wait_for(lambda: any(d["state"] == "online" for d in watch.json()), 20, "online status")
+        # a late subscriber gets the status from the broker: it is retained
+        late = Collector(mosquitto.port, [status_topic]).wait_subscribed()
+        wait_for(lambda: late.messages, 5, "retained status")
+        _topic, payload, retained = late.messages[0]
+        doc = json.loads(payload)
+        assert retained and doc["state"] == "online" and doc["models"] == [{"name": "fake", "version": "1"}]
+        late.close()
+
+        proc.send_signal(signal.SIGKILL)  # unclean: the broker publishes the Last Will
+        proc.wait(10)
+        wait_for(lambda: watch.json()[-1]["state"] == "offline", 10, "Last Will")
+        assert watch.json()[-1]["reason"] == "connection lost"
+        late = Collector(mosquitto.port, [status_topic]).wait_subscribed()
+        wait_for(lambda: late.messages, 5, "retained will")
+        assert late.messages[0][2] and json.loads(late.messages[0][1])["state"] == "offline"
+        late.close()
+
+        # started again, then stopped cleanly with SIGTERM: online, then offline "stopped", exit 0
+        proc = start_agent_process(cfg, tmp_path / "agent.log")
+        wait_for(lambda: watch.json()[-1]["state"] == "online", 20, "online again")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        last = watch.json()[-1]
+        assert last["state"] == "offline" and last["reason"] == "stopped"
+        watch.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_metrics_arrive_on_schedule_with_runtime_figures(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/metrics"]).wait_subscribed()
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, metrics_interval_s=0.2)
+    agent.start()
+    try:
+        for i in range(5):
+            agent.runtime.predict({"a": float(i), "b": 1.0})
+        wait_for(lambda: len(col.json("metrics")) >= 8, 10, "8 metrics snapshots")
+    finally:
+        agent.stop()
+        col.close()
+    docs = col.json("metrics")
+    ts = [d["ts"] for d in docs]
+    gaps = [b - a for a, b in itertools.pairwise(ts)]
+    assert 0.15 <= statistics.median(gaps) <= 0.3, gaps
+    last = docs[-1]
+    assert len({d["id"] for d in docs}) == len(docs) and last["device"] == "dev-1"
+    assert last["runtime"]["predictions"]["model"] == 5
+    assert last["runtime"]["latency_ms"]["p50"] is not None and last["runtime"]["rates"]["error"] == 0
+    assert {"depth", "bytes", "oldest_age_s", "dropped"} <= set(last["outbox"])
+    assert last["mqtt"]["acked"] >= 1 and last["agent"]["rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_broker_killed_mid_stream_every_event_arrives(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/events"]).wait_subscribed()
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet)
+    agent.start()
+    sent: list[str] = []
+    killed = threading.Event()
+
+    def emit() -> None:
+        for i in range(300):
+            mid = agent.event("test_event", n=i)
+            assert mid is not None
+            sent.append(mid)
+            if i == 100:
+                mosquitto.kill()  # kill -9 in the middle of the stream
+                killed.set()
+            time.sleep(0.003)
+
+    try:
+        wait_for(lambda: agent.link.connected, 10, "agent connected")
+        t = threading.Thread(target=emit)
+        t.start()
+        assert killed.wait(20)
+        time.sleep(0.5)  # events pile up in the outbox while the broker is gone
+        assert not agent.link.connected
+        mosquitto.start()
+        t.join(30)
+        wait_for(lambda: set(sent) <= col.ids("events"), 30, "all 300 events after the broker restart")
+        wait_for(lambda: agent.outbox.depth() == 0, 10, "outbox drained")
+        assert agent.link.state.connects >= 2
+        got = [d for d in col.json("events") if d.get("type") == "test_event"]
+        assert {d["n"] for d in got} == set(range(300))
+    finally:
+        agent.stop()
+        col.close()
+
+
+@pytest.mark.slow
+def test_agent_killed_with_events_queued_sends_them_after_restart(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    mosquitto.kill()  # no broker: everything the agent reports stays queued on its disk
+    cfg = write_agent_config(tmp_path / "device.toml", port=mosquitto.port, artifact=artifact,
+                             data_dir=tmp_path / "data", fleet=fleet, metrics_interval_s=0.1)
+    db = tmp_path / "data" / "outbox.db"
+    for run in (1, 2):  # two crashes in a row
+        proc = start_agent_process(cfg, tmp_path / "agent.log")
+        try:
+            wait_for(lambda run=run: sum(k == "event" for _, k in outbox_rows(db)) >= run
+                     and sum(k == "metrics" for _, k in outbox_rows(db)) >= 3 * run, 20, "queued reports")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    queued = outbox_rows(db)
+    events = {i for i, k in queued if k == "event"}
+    assert len(events) >= 2 and len(queued) >= 8
+
+    mosquitto.start()
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/events",
+                                     f"edge/{fleet}/devices/+/metrics"]).wait_subscribed()
+    proc = start_agent_process(cfg, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: {i for i, _ in queued} <= col.ids(), 30, "every queued report after the restart")
+        started = [d for d in col.json("events") if d["type"] == "agent_started"]
+        assert len({d["pid"] for d in started}) == 3  # both crashed runs and this one
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        col.close()
+    assert outbox_rows(db) == []  # acknowledged messages are gone from the disk
+
+
+def test_outbox_limit_drops_are_counted_and_reported(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    mosquitto.kill()
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, outbox_max_mb=0.01, outbox_events_max_mb=0.02)
+    agent.start()
+    try:
+        n = 300
+        for i in range(n):
+            agent.event("reading", n=i, pad="x" * 150)
+        remaining = [m for m in agent.outbox.peek(10_000)]
+        dropped = agent.outbox.dropped()
+        assert dropped["events"] > 0
+        assert len(remaining) + dropped["events"] == n + 1  # + agent_started: every event accounted for
+        assert agent.outbox.bytes() <= 0.02 * 2**20
+        # the newest survive: the oldest were dropped
+        kept_n = sorted(json.loads(m.payload)["n"] for m in remaining if b'"reading"' in m.payload)
+        assert kept_n == list(range(n - len(kept_n), n))
+
+        mosquitto.start()
+        col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/#"]).wait_subscribed()
+        wait_for(lambda: {m.id for m in remaining} <= col.ids("events"), 20, "surviving events")
+        agent.publish_metrics()
+        wait_for(lambda: col.json("metrics") and [e for e in col.json("events") if e["type"] == "outbox_overflow"],
+                 10, "metrics and overflow event")
+        assert col.json("metrics")[-1]["outbox"]["dropped"]["events"] == dropped["events"]
+        overflow = next(e for e in col.json("events") if e["type"] == "outbox_overflow")
+        assert overflow["dropped_events"] == dropped["events"]
+        col.close()
+    finally:
+        agent.stop()
+
+
+def test_ping_from_device_group_and_fleet_topics_and_unknown_commands(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/events"]).wait_subscribed()
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, device="d7", groups=("eu",))
+    agent.start()
+    try:
+        wait_for(lambda: agent.link.connected, 10, "agent connected")
+        wait_for(lambda: any(e["type"] == "agent_started" for e in col.json()), 10, "started event")
+        time.sleep(0.2)  # let the agent's subscriptions settle before sending commands
+        topics = [f"edge/{fleet}/devices/d7/cmd", f"edge/{fleet}/groups/eu/cmd", f"edge/{fleet}/all/cmd",
+                  f"edge/{fleet}/groups/us/cmd"]
+        for i, t in enumerate(topics):
+            col.client.publish(t, json.dumps({"cmd": "ping", "id": f"c{i}", "data": i}), qos=1)
+        col.client.publish(topics[0], json.dumps({"cmd": "ping", "id": "c0", "data": 0}), qos=1)  # duplicate
+        col.client.publish(topics[0], json.dumps({"cmd": "selfdestruct", "id": "x"}), qos=1)
+        col.client.publish(topics[0], b"not json", qos=1)
+        wait_for(lambda: len([e for e in col.json() if e["type"] == "cmd_rejected"]) >= 2, 10, "rejections")
+        wait_for(lambda: len([e for e in col.json() if e["type"] == "pong"]) >= 3, 10, "pongs")
+        time.sleep(0.3)
+        pongs = [e for e in col.json() if e["type"] == "pong"]
+        assert sorted(p["cmd_id"] for p in pongs) == ["c0", "c1", "c2"]  # not the other group, not twice
+        assert {p["echo"] for p in pongs} == {0, 1, 2}
+        reasons = [e["reason"] for e in col.json() if e["type"] == "cmd_rejected"]
+        assert any("unknown command 'selfdestruct'" in r for r in reasons)
+        assert any("unreadable command" in r for r in reasons)
+    finally:
+        agent.stop()
+        col.close()
+
+
+def test_status_command_shows_connection_outbox_and_last_publish(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    agent = _agent(tmp_path, mosquitto, artifact)
+    agent.start()
+    cfg = str(agent.cfg.file)
+    try:
+        wait_for(lambda: agent.publisher.last_ack_at is not None, 10, "first acknowledged publish")
+        wait_for(lambda: json.loads((tmp_path / "data/agent-state.json").read_text())["state"] == "connected",
+                 10, "state file says connected")
+        r = run_cli("status", "--config", cfg, "--json")
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        assert s["agent"] == "running" and s["connection"] == "connected"
+        assert s["outbox"]["depth"] == 0 and s["last_publish_at"] is not None
+        assert s["active_model"] == {"name": "fake", "version": "1"}
+        mosquitto.kill()
+        wait_for(lambda: json.loads((tmp_path / "data/agent-state.json").read_text())["state"] == "disconnected",
+                 10, "state file says disconnected")
+        agent.event("while_offline")
+        s = json.loads(run_cli("status", "--config", cfg, "--json").stdout)
+        assert s["connection"] == "disconnected" and s["outbox"]["depth"] >= 1
+    finally:
+        agent.stop()
+    r = run_cli("status", "--config", cfg)
+    assert r.returncode == 0 and "not running" in r.stdout and "outbox" in r.stdout
