@@ -253,8 +253,9 @@ def test_status_command_shows_connection_outbox_and_last_publish(
     cfg = str(agent.cfg.file)
     try:
         wait_for(lambda: agent.publisher.last_ack_at is not None, 10, "first acknowledged publish")
-        wait_for(lambda: json.loads((tmp_path / "data/agent-state.json").read_text())["state"] == "connected",
-                 10, "state file says connected")
+        state = tmp_path / "data/agent-state.json"
+        wait_for(lambda: json.loads(state.read_text())["state"] == "connected"
+                 and json.loads(state.read_text())["last_publish_at"], 10, "state file: connected, last publish")
         r = run_cli("status", "--config", cfg, "--json")
         assert r.returncode == 0, r.stderr
         s = json.loads(r.stdout)
