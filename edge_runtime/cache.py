@@ -12,6 +12,7 @@ entry more or less than the bound for an instant.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from typing import Any
@@ -45,30 +46,38 @@ def row_keys(feeds: dict[str, np.ndarray], n: int) -> list[bytes]:
 class LRU:
     """A bounded map with least-recently-used eviction and an optional time to live."""
 
-    __slots__ = ("_d", "hits", "maxsize", "misses", "ttl_s")
+    __slots__ = ("_d", "_hits", "_misses", "maxsize", "ttl_s")
 
     def __init__(self, maxsize: int, ttl_s: float | None = None) -> None:
         self.maxsize = max(1, int(maxsize))
         self.ttl_s = ttl_s if ttl_s and ttl_s > 0 else None
         self._d: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self._hits = itertools.count()  # next() is atomic: exact counts under many threads
+        self._misses = itertools.count()
+
+    @property
+    def hits(self) -> int:
+        return int(self._hits.__reduce__()[1][0])  # type: ignore[index]
+
+    @property
+    def misses(self) -> int:
+        return int(self._misses.__reduce__()[1][0])  # type: ignore[index]
 
     def get(self, key: Any) -> Any | None:
         item = self._d.get(key)
         if item is None:
-            self.misses += 1
+            next(self._misses)
             return None
         expires, value = item
         if expires and expires < _monotonic():
             self._d.pop(key, None)
-            self.misses += 1
+            next(self._misses)
             return None
         try:
             self._d.move_to_end(key)
         except KeyError:  # evicted by another thread meanwhile; the value is still good
             pass
-        self.hits += 1
+        next(self._hits)
         return value
 
     def put(self, key: Any, value: Any) -> None:

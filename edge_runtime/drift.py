@@ -66,21 +66,35 @@ def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def scores(ref_counts: np.ndarray, cur_counts: np.ndarray) -> dict[str, float]:
     """psi, js and ks between two count vectors over the same bins."""
-    p = ref_counts / max(ref_counts.sum(), 1)
-    q = cur_counts / max(cur_counts.sum(), 1)
+    out = score_matrix(np.atleast_2d(ref_counts), np.atleast_2d(cur_counts))
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+def score_matrix(ref: np.ndarray, cur: np.ndarray) -> dict[str, np.ndarray]:
+    """Row-wise psi, js, ks for count matrices (one distribution per row, zero-padded bins)."""
+    p = ref / np.maximum(ref.sum(axis=1, keepdims=True), 1)
+    q = cur / np.maximum(cur.sum(axis=1, keepdims=True), 1)
+    used = (ref > 0) | (cur > 0)  # padding bins (zero in both) contribute nothing
     ps, qs = np.clip(p, _EPS, None), np.clip(q, _EPS, None)
-    psi = float(np.sum((qs - ps) * np.log(qs / ps)))
+    psi = np.where(used, (qs - ps) * np.log(qs / ps), 0.0).sum(axis=1)
     m = (p + q) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
-        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
-    js = float(max(0.0, (kl_p + kl_q) / 2))
-    ks = float(np.max(np.abs(np.cumsum(p) - np.cumsum(q))))
-    return {"psi": round(psi, 6), "js": round(js, 6), "ks": round(ks, 6)}
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+    js = np.maximum(0.0, (kl_p + kl_q) / 2)
+    ks = np.max(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)), axis=1)
+    return {"psi": psi.round(6), "js": js.round(6), "ks": ks.round(6)}
+
+
+PREDICTION = "__prediction__"
 
 
 class DriftMonitor:
-    """Sliding-window histograms of live rows and predictions, scored against a reference."""
+    """Sliding-window histograms of live rows and predictions, scored against a reference.
+
+    All distributions (features, then the prediction) live as rows of one zero-padded count
+    matrix, so adding a chunk and scoring are a handful of numpy calls whatever the width.
+    """
 
     def __init__(self, reference: dict[str, Any], feature_names: Sequence[str], *, window: int = 1000,
                  method: str = "psi", threshold: float | None = None, min_rows: int = 100) -> None:
@@ -89,23 +103,33 @@ class DriftMonitor:
         self.window = max(1, window)
         self.min_rows = min_rows
         feats = reference.get("features") or {}
-        self._cols: list[tuple[int, str, np.ndarray, np.ndarray]] = []  # (index, name, edges, ref counts)
+        self._cols: list[tuple[int, str, np.ndarray]] = []  # (feature index, name, edges)
+        refs = []
         for j, name in enumerate(feature_names):
             spec = feats.get(name)
             if spec and spec.get("edges") and spec.get("counts"):
-                self._cols.append((j, name, np.asarray(spec["edges"], float), np.asarray(spec["counts"], float)))
+                self._cols.append((j, name, np.asarray(spec["edges"], float)))
+                refs.append(np.asarray(spec["counts"], float))
         pred = reference.get("prediction") or {}
         self._pred_edges = np.asarray(pred["edges"], float) if pred.get("edges") else None
         self._pred_classes = {str(c): i for i, c in enumerate(pred.get("classes") or [])}
-        self._pred_ref = np.asarray(pred["counts"], float) if pred.get("counts") else None
-        self._chunks: deque[tuple[int, list[np.ndarray], np.ndarray | None]] = deque()
+        self._has_pred = bool(pred.get("counts"))
+        if self._has_pred:
+            refs.append(np.asarray(pred["counts"], float))
+        self.names = [c[1] for c in self._cols] + ([PREDICTION] if self._has_pred else [])
+        width = max((r.size for r in refs), default=1)
+        self._ref = np.zeros((len(refs), width))
+        for i, r in enumerate(refs):
+            self._ref[i, :r.size] = r
+        self._cur = np.zeros_like(self._ref)
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()
         self._rows = 0
         self._alerted: set[str] = set()
         self._lock = threading.Lock()
 
     @property
     def active(self) -> bool:
-        return bool(self._cols) or self._pred_ref is not None
+        return bool(self.names)
 
     def add(self, x: np.ndarray | None, preds: Sequence[Any]) -> dict[str, float]:
         """Add rows (n x features, float; None when no numeric features) and their predictions.
@@ -115,61 +139,54 @@ class DriftMonitor:
         n = len(preds)
         if n == 0:
             return {}
-        hists = []
+        h = np.zeros_like(self._ref)
+        width = h.shape[1]
         if x is not None:
-            for j, _name, edges, _ref in self._cols:
+            for k, (j, _name, edges) in enumerate(self._cols):
                 col = x[:, j]
-                col = col[np.isfinite(col)]
-                hists.append(np.bincount(_bin(col, edges), minlength=edges.size - 1))
-        ph = None
-        if self._pred_ref is not None:
+                h[k, :edges.size - 1] = np.bincount(_bin(col[np.isfinite(col)], edges),
+                                                    minlength=edges.size - 1)[:width]
+        if self._has_pred:
             if self._pred_edges is not None:
                 v = np.asarray([p[0] if isinstance(p, list) else p for p in preds], dtype=float)
-                ph = np.bincount(_bin(v[np.isfinite(v)], self._pred_edges), minlength=self._pred_edges.size - 1)
+                b = np.bincount(_bin(v[np.isfinite(v)], self._pred_edges), minlength=self._pred_edges.size - 1)
             else:
                 idx = [self._pred_classes.get(str(p), -1) for p in preds]
-                ph = np.bincount([i for i in idx if i >= 0], minlength=len(self._pred_classes))
+                b = np.bincount([i for i in idx if i >= 0], minlength=len(self._pred_classes))
+            h[-1, :b.size] = b[:width]
         with self._lock:
-            self._chunks.append((n, hists, ph))
+            self._chunks.append((n, h))
+            self._cur += h
             self._rows += n
             while self._chunks and self._rows - self._chunks[0][0] >= self.window:
-                self._rows -= self._chunks.popleft()[0]
-            return self._crossings()
-
-    def _crossings(self) -> dict[str, float]:
-        if self._rows < self.min_rows:
-            return {}
-        new = {}
-        for name, sc in self._score_all().items():
-            s = sc[self.method]
-            if s > self.threshold and name not in self._alerted:
-                self._alerted.add(name)
-                new[name] = s
-            elif s <= self.threshold:
-                self._alerted.discard(name)
-        return new
-
-    def _score_all(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        if not self._chunks:
-            return out
-        for k, (_j, name, _edges, ref) in enumerate(self._cols):
-            cur = np.sum([c[1][k] for c in self._chunks if c[1]], axis=0)
-            out[name] = scores(ref, np.asarray(cur, float))
-        if self._pred_ref is not None:
-            cur = np.sum([c[2] for c in self._chunks if c[2] is not None], axis=0)
-            out["__prediction__"] = scores(self._pred_ref, np.asarray(cur, float))
-        return out
+                old_n, old_h = self._chunks.popleft()
+                self._rows -= old_n
+                self._cur -= old_h
+            if self._rows < self.min_rows:
+                return {}
+            sc = score_matrix(self._ref, self._cur)[self.method]
+            new = {}
+            for name, v in zip(self.names, sc.tolist(), strict=True):
+                if v > self.threshold and name not in self._alerted:
+                    self._alerted.add(name)
+                    new[name] = v
+                elif v <= self.threshold:
+                    self._alerted.discard(name)
+            return new
 
     def report(self) -> dict[str, Any]:
         with self._lock:
-            all_scores = self._score_all() if self._rows else {}
             rows = self._rows
-        pred = all_scores.pop("__prediction__", None)
+            mat = score_matrix(self._ref, self._cur) if rows else None
+        all_scores: dict[str, dict[str, float]] = {}
+        if mat is not None:
+            for i, name in enumerate(self.names):
+                all_scores[name] = {k: float(v[i]) for k, v in mat.items()}
+        pred = all_scores.pop(PREDICTION, None)
         ready = rows >= self.min_rows
         drifted = sorted(n for n, s in all_scores.items() if ready and s[self.method] > self.threshold)
         if ready and pred is not None and pred[self.method] > self.threshold:
-            drifted.append("__prediction__")
+            drifted.append(PREDICTION)
         return {"method": self.method, "threshold": self.threshold, "window_rows": rows,
                 "min_rows": self.min_rows, "ready": ready, "features": all_scores, "prediction": pred,
                 "drifted": drifted}

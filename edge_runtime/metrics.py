@@ -10,7 +10,6 @@ numbers, in a ``CollectorRegistry`` of this Runtime's own (never the process-glo
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,16 +19,39 @@ import numpy as np
 # Prometheus latency buckets (seconds): 50 µs .. 10 s
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
            0.5, 1.0, 2.5, 10.0)
+_BOUNDS = np.asarray(BUCKETS)
+_FOLD_EVERY = 256
 
 
 class _Shard:
-    __slots__ = ("buckets", "counts", "fallbacks", "lat_sum")
+    """One thread's counts. Only its own thread writes; readers copy."""
+
+    __slots__ = ("buckets", "counts", "fallbacks", "lat_sum", "new")
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str], int] = {}  # (version, source, outcome) -> n
-        self.fallbacks: dict[str, int] = {}  # reason (and "cache_hit"/"cache_miss") -> n
-        self.buckets: dict[str, list[int]] = {}  # version -> per-bucket counts (+ overflow)
-        self.lat_sum: dict[str, float] = {}
+        self.fallbacks: dict[str, int] = {}  # "fallback:<reason>" -> n
+        self.new: list[float] = []  # latencies (s) not yet folded into the histogram
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.lat_sum = 0.0
+
+    def fold(self) -> None:
+        """Move ``new`` into the histogram (owner thread only: no race)."""
+        new, self.new = self.new, []
+        idx = np.searchsorted(_BOUNDS, np.asarray(new), side="left")
+        for i, c in enumerate(np.bincount(idx, minlength=len(self.buckets)).tolist()):
+            self.buckets[i] += c
+        self.lat_sum += float(sum(new))
+
+    def histogram(self) -> tuple[list[int], float]:
+        """Buckets and sum including the not-yet-folded latencies (read-only, any thread)."""
+        new = list(self.new)
+        b = list(self.buckets)
+        if new:
+            idx = np.searchsorted(_BOUNDS, np.asarray(new), side="left")
+            for i, c in enumerate(np.bincount(idx, minlength=len(b)).tolist()):
+                b[i] += c
+        return b, self.lat_sum + float(sum(new))
 
 
 class RuntimeMetrics:
@@ -40,7 +62,7 @@ class RuntimeMetrics:
         self._tls = threading.local()
         self._shards: list[_Shard] = []
         self._shards_lock = threading.Lock()
-        self.latencies: deque[float] = deque(maxlen=max(1, latency_window))  # ms
+        self.latencies: deque[float] = deque(maxlen=max(1, latency_window))  # seconds
         self._registry: Any = None
         self.extra_gauges: Callable[[], dict[str, Any]] | None = None  # breaker, loaded, drift...
 
@@ -57,16 +79,17 @@ class RuntimeMetrics:
     # -- recording (hot path) ------------------------------------------------------------------
     def record(self, key: tuple[str, str, str], seconds: float, n: int = 1) -> None:
         """Count ``n`` answers under (version, source, outcome) and one latency sample."""
-        s = self.shard()
+        try:
+            s = self._tls.shard
+        except AttributeError:
+            s = self.shard()
         counts = s.counts
         counts[key] = counts.get(key, 0) + n
-        version = key[0]
-        b = s.buckets.get(version)
-        if b is None:
-            b = s.buckets[version] = [0] * (len(BUCKETS) + 1)
-        b[bisect_left(BUCKETS, seconds)] += 1
-        s.lat_sum[version] = s.lat_sum.get(version, 0.0) + seconds
-        self.latencies.append(seconds * 1000.0)
+        new = s.new
+        new.append(seconds)
+        if len(new) >= _FOLD_EVERY:
+            s.fold()
+        self.latencies.append(seconds)
 
     def count(self, name: str, n: int = 1) -> None:
         """A plain counter: fallback reasons, cache hits/misses."""
@@ -74,12 +97,12 @@ class RuntimeMetrics:
         f[name] = f.get(name, 0) + n
 
     # -- reading -----------------------------------------------------------------------------
-    def totals(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int],
-                              dict[str, list[int]], dict[str, float]]:
+    def totals(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int], list[int], float]:
+        """Counts, other counters, histogram buckets and latency sum over every thread."""
         counts: dict[tuple[str, str, str], int] = {}
         other: dict[str, int] = {}
-        buckets: dict[str, list[int]] = {}
-        sums: dict[str, float] = {}
+        buckets = [0] * (len(BUCKETS) + 1)
+        total = 0.0
         with self._shards_lock:
             shards = list(self._shards)
         for s in shards:
@@ -87,16 +110,14 @@ class RuntimeMetrics:
                 counts[k] = counts.get(k, 0) + v
             for k2, v in list(s.fallbacks.items()):
                 other[k2] = other.get(k2, 0) + v
-            for ver, b in list(s.buckets.items()):
-                acc = buckets.setdefault(ver, [0] * (len(BUCKETS) + 1))
-                for i, c in enumerate(list(b)):
-                    acc[i] += c
-            for ver, t in list(s.lat_sum.items()):
-                sums[ver] = sums.get(ver, 0.0) + t
-        return counts, other, buckets, sums
+            b, t = s.histogram()
+            for i, c in enumerate(b):
+                buckets[i] += c
+            total += t
+        return counts, other, buckets, total
 
     def percentiles(self) -> dict[str, Any]:
-        lat = np.fromiter(list(self.latencies), dtype=float)
+        lat = np.fromiter(list(self.latencies), dtype=float) * 1000.0
         if not lat.size:
             return {"p50": None, "p95": None, "p99": None, "window": 0}
         p = np.percentile(lat, [50, 95, 99]).round(4).tolist()
@@ -137,13 +158,12 @@ class _Collector:
             req.add_metric([name, ver, source, outcome], n)
         yield req
         hist = HistogramMetricFamily("model_prediction_latency_seconds", "Time to answer one predict call",
-                                     labels=["model", "version"])
-        for ver, b in sorted(buckets.items()):
-            cum, acc = [], 0
-            for bound, c in zip((*map(str, BUCKETS), "+Inf"), b, strict=True):
-                acc += c
-                cum.append((bound, acc))
-            hist.add_metric([name, ver], cum, sums.get(ver, 0.0))
+                                     labels=["model"])
+        cum, acc = [], 0
+        for bound, c in zip((*map(str, BUCKETS), "+Inf"), buckets, strict=True):
+            acc += c
+            cum.append((bound, acc))
+        hist.add_metric([name], cum, sums)
         yield hist
         fb = CounterMetricFamily("model_prediction_fallbacks", "Answers given by the fallback, by reason",
                                  labels=["model", "reason"])
@@ -154,7 +174,7 @@ class _Collector:
         for what in ("hits", "misses"):
             cm = CounterMetricFamily(f"model_prediction_cache_{what}", f"Prediction cache {what}",
                                     labels=["model"])
-            cm.add_metric([name], other.get(f"cache_{what}", 0))
+            cm.add_metric([name], (m.extra_gauges() if m.extra_gauges else {}).get(f"cache_{what}", 0))
             yield cm
         extra = m.extra_gauges() if m.extra_gauges else {}
         if "breaker_state" in extra:

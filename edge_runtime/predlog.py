@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -42,6 +43,7 @@ class PredictionLog:
         self._calls = itertools.count()
         self._size = -1
         self._last_error_log = 0.0
+        self._flush_lock = threading.Lock()  # the background thread and flush() may both write
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +63,10 @@ class PredictionLog:
     # -- background thread -----------------------------------------------------------------------
     def flush(self, feature_names: tuple[str, ...], model_name: str) -> int:
         """Write every pending record; return how many were written."""
+        with self._flush_lock:
+            return self._flush(feature_names, model_name)
+
+    def _flush(self, feature_names: tuple[str, ...], model_name: str) -> int:
         lines = []
         pending = self.pending
         while pending:
@@ -71,9 +77,8 @@ class PredictionLog:
             lines.append(_format(rec, feature_names, model_name))
         if not lines:
             return 0
-        data = ("\n".join(lines) + "\n").encode()
         try:
-            self._write(data)
+            written = self._write([(line + "\n").encode() for line in lines])
         except OSError as exc:
             self.errors += 1
             self.dropped += len(lines)
@@ -82,23 +87,42 @@ class PredictionLog:
                 self._last_error_log = now
                 log.warning("prediction log %s: cannot write (%s); records are dropped", self.path, exc)
             return 0
-        self.written += len(lines)
-        return len(lines)
+        self.written += written
+        self.dropped += len(lines) - written
+        return written
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, lines: list[bytes]) -> int:
+        """Append whole lines, rotating before a line would take the file past its cap."""
         if self._size < 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = self.path.stat().st_size if self.path.exists() else 0
-        if self._size and self._size + len(data) > self.file_cap:
-            self._rotate()
-        with open(self.path, "ab") as f:
-            f.write(data[: self.file_cap])  # one oversized flush cannot break the bound
-        self._size += min(len(data), self.file_cap)
+        written = 0
+        buf: list[bytes] = []
+        size = self._size
+        f = open(self.path, "ab")
+        try:
+            for line in lines:
+                if len(line) > self.file_cap:
+                    continue  # one record larger than a file: dropped, never truncated
+                if size + len(line) > self.file_cap:
+                    f.write(b"".join(buf))
+                    f.close()
+                    buf = []
+                    self._rotate()
+                    size = 0
+                    f = open(self.path, "ab")
+                buf.append(line)
+                size += len(line)
+                written += 1
+            f.write(b"".join(buf))
+        finally:
+            f.close()
+            self._size = size
+        return written
 
     def _rotate(self) -> None:
         if self.backups == 0:
-            os.replace(self.path, self.path.with_name(self.path.name + ".old"))
-            os.remove(self.path.with_name(self.path.name + ".old"))
+            os.remove(self.path)
         else:
             for i in range(self.backups - 1, 0, -1):
                 src = self.path.with_name(f"{self.path.name}.{i}")

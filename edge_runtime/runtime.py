@@ -82,7 +82,7 @@ class RuntimeOptions:
     drift_method: str = "psi"  # psi | js | ks: the score compared with drift_threshold
     drift_threshold: float | None = None  # None: psi 0.2, js 0.1, ks 0.2
     drift_min_rows: int = 100  # rows in the window before scores count
-    drift_chunk: int = 128  # rows handed to the background thread at once
+    drift_chunk: int = 256  # rows handed to the background thread at once
     # -- micro-batching ---------------------------------------------------------------------------
     microbatch_max_size: int = 0  # rows per backend call; 0 = off
     microbatch_max_wait_ms: float = 1.0  # wait for more rows after the first
@@ -313,7 +313,6 @@ class Runtime:
                 hit = self._cache.get((st.version, key))  # type: ignore[union-attr]
                 if hit is not None:
                     return self._answer(st, "cache", st.k_cache, hit[0], hit[1], None, t0, request_id, feeds)
-                self._metrics.count("cache_misses")
         model = st.model
         if model is None:
             return self._fallback_one(st, features, feeds, key, "model_not_loaded", t0, request_id)
@@ -368,8 +367,6 @@ class Runtime:
                 version: str | None = None) -> Prediction:
         dt = _now_ns() - t0
         self._metrics.record(mkey, dt / 1e9)
-        if source == "cache":
-            self._metrics.count("cache_hits")
         plog = self._plog
         if plog is not None and plog.sample():
             self._log(st, source, reason, dt / 1e6, feeds, value, prow)
@@ -631,8 +628,8 @@ class Runtime:
             "fallbacks": {k[9:]: n for k, n in sorted(other.items()) if k.startswith("fallback:")},
             "latency_ms": self._metrics.percentiles(),
             "breaker": self._breaker.snapshot(),
-            "cache": {"enabled": self._cache_on, "hits": other.get("cache_hits", 0),
-                      "misses": other.get("cache_misses", 0),
+            "cache": {"enabled": self._cache_on, "hits": self._cache.hits if self._cache is not None else 0,
+                      "misses": self._cache.misses if self._cache is not None else 0,
                       "size": len(self._cache) if self._cache is not None else 0,
                       "max_size": self.options.cache_size},
         }
@@ -651,7 +648,10 @@ class Runtime:
         return out
 
     def _gauges(self) -> dict[str, Any]:
-        g: dict[str, Any] = {"breaker_state": self._breaker.state, "loaded": self._st.model is not None,
+        g: dict[str, Any] = {"breaker_state": self._breaker.state,
+                             "cache_hits": self._cache.hits if self._cache is not None else 0,
+                             "cache_misses": self._cache.misses if self._cache is not None else 0,
+                             "loaded": self._st.model is not None,
                              "version": self._st.version, "ready": self.health()["ready"]}
         if self._plog is not None:
             g["log_dropped"] = self._plog.dropped

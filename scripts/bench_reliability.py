@@ -138,7 +138,7 @@ def microbatching(d: Path, x: np.ndarray, seconds: float, callers: int = 8) -> d
                                           "on_8_2ms": {"microbatch_max_size": 8, "microbatch_max_wait_ms": 2.0}}
     for name, kw in configs.items():
         rt = edge_runtime.load(d, fallback_default=0, **kw)
-        r = concurrent(lambda k, i: rt.predict(x[(k * 17 + i) % 150]), callers, seconds)
+        r = concurrent(lambda k, i, rt=rt: rt.predict(x[(k * 17 + i) % 150]), callers, seconds)
         mb = rt.metrics().get("microbatch")
         if mb:
             r["mean_batch"] = mb["mean_batch"]
@@ -152,32 +152,31 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20000)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", choices=["single", "threads", "microbatch"], help="run one part")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         d, x = iris_artifact(tmp / "iris")
         forest, _ = iris_artifact(tmp / "forest", model="forest")
-        report = {
-            "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
-            "single_thread_logreg": single_thread(d, x, args.runs, tmp),
-            "concurrency_logreg": threads_vs_raw(d, x, args.seconds),
-            "microbatch_8_callers_logreg": microbatching(d, x, args.seconds),
-            "microbatch_8_callers_forest100": microbatching(forest, x, args.seconds),
-        }
+        report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                              "load_avg_1m": round(os.getloadavg()[0], 2)}}
+        if args.only in (None, "single"):
+            report["single_thread_logreg"] = single_thread(d, x, args.runs, tmp)
+        if args.only in (None, "threads"):
+            report["concurrency_logreg"] = threads_vs_raw(d, x, args.seconds)
+        if args.only in (None, "microbatch"):
+            report["microbatch_8_callers_logreg"] = microbatching(d, x, args.seconds)
+            report["microbatch_8_callers_forest100"] = microbatching(forest, x, args.seconds)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"machine: {report['machine']}")
-    print("\n1. one thread, one row (median of interleaved calls; x_raw = ratio to raw onnxruntime)")
-    for name, r in report["single_thread_logreg"].items():
-        print(f"   {name:<20} {r}")
-    print("\n2. concurrency (logistic regression)")
-    for name, r in report["concurrency_logreg"].items():
-        print(f"   {name:<22} {r}")
-    for key in ("microbatch_8_callers_logreg", "microbatch_8_callers_forest100"):
-        print(f"\n3. {key}")
-        for name, r in report[key].items():
-            print(f"   {name:<12} {r}")
+    for key, r in report.items():
+        if key == "machine":
+            continue
+        print(f"\n{key}")
+        for name, v in r.items():
+            print(f"   {name:<22} {v}")
     return 0
 
 
