@@ -17,7 +17,8 @@ __all__ = ["Backend", "BackendOptions", "available", "open_backend", "register"]
 
 _REGISTRY: dict[str, BackendFactory] = {}
 # manifest backend name -> module that registers it
-_MODULES = {"onnx": "edge_runtime.backends.onnx", "fake": "edge_runtime.backends.fake"}
+_MODULES = {"onnx": "edge_runtime.backends.onnx", "tflite": "edge_runtime.backends.litert",
+            "fake": "edge_runtime.backends.fake"}
 
 
 def register(name: str, factory: BackendFactory) -> None:
