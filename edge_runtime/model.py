@@ -137,6 +137,7 @@ class LoadedModel:
     decoder: OutputDecoder
     load_ms: float
     smoke_ok: bool
+    backend_ms: float = 0.0  # the part of load_ms spent opening the backend session
 
     @property
     def version(self) -> str:
@@ -154,7 +155,9 @@ class LoadedModel:
             raise ModelLoadError(path, f"config asks for backend {name!r} but the artifact is "
                                  f"{manifest.backend!r}", hint="Set backend = \"auto\" or convert "
                                  f"the model with --format {name}.")
+        t_be = time.perf_counter()
         be = open_backend(name, path / manifest.file, options)
+        backend_ms = (time.perf_counter() - t_be) * 1000
         try:
             _check_tensors(path, manifest, be)
             model = cls(path, manifest, be, InputAdapter(manifest), OutputDecoder(manifest, be),
@@ -166,6 +169,7 @@ class LoadedModel:
             be.close()
             raise
         model.load_ms = (time.perf_counter() - t0) * 1000
+        model.backend_ms = backend_ms
         log.info("loaded %s version %s (%s) in %.1f ms", manifest.name, manifest.version,
                  manifest.backend, model.load_ms)
         return model
