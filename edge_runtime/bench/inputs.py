@@ -1,7 +1,9 @@
 """Benchmark rows: read from a file, or drawn from the manifest's reference histograms.
 
-A numeric feature picks a bin with probability count/total, then a value uniformly inside
-it; a categorical one picks a value by its frequency. Same manifest and seed, same rows.
+A numeric feature (``{"edges": [k+1], "counts": [k]}``, see edge_runtime/drift.py) picks a bin
+with probability count/total, then a value uniformly inside it; a categorical one
+(``{"kind": "categorical", "counts": {value: n}}`` or ``{"classes": [...], "counts": [...]}``)
+picks a value by its frequency. Same manifest and seed, same rows.
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ def _sample(name: str, kind: str, hist: dict[str, Any], n: int, rng: np.random.G
     def bad(reason: str) -> InvalidInput:
         return InvalidInput(f"reference histogram is unusable: {reason}; {_NO_REFERENCE_HINT}", feature=name)
 
-    if hist.get("kind") == "categorical":
+    if hist.get("kind") == "categorical" or "classes" in hist:
+        # {"counts": {value: n}} or {"classes": [values], "counts": [n]}
         counts = hist.get("counts")
+        if isinstance(counts, list) and isinstance(hist.get("classes"), list) \
+                and len(counts) == len(hist["classes"]):
+            counts = dict(zip(hist["classes"], counts, strict=True))
         if not isinstance(counts, dict) or not counts:
-            raise bad("categorical 'counts' must be a non-empty object of value -> count")
+            raise bad("categorical counts must map each value to its count")
         values = list(counts)
         weights = np.asarray([counts[v] for v in values], dtype=np.float64)
         if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:

@@ -234,8 +234,9 @@ def _measure(path: str | Path, manifest: Manifest, label: str, rows: Rows, threa
     t0 = clock()
     model = LoadedModel.open(path, BackendOptions(threads=threads), settings.backend, smoke=False)
     open_ns = clock() - t0
+    close: Callable[[], None] = model.close
     try:
-        run, feeds = _prepare(model, rows, batch, settings.mode, threads)
+        run, feeds, close = _prepare(model, rows, batch, settings.mode, threads)
         t0 = clock()
         run(feeds[0])
         first_ns = clock() - t0
@@ -249,7 +250,7 @@ def _measure(path: str | Path, manifest: Manifest, label: str, rows: Rows, threa
         after = memory.sample()
         evals = _predict_all(model, rows) if evaluate else None
     finally:
-        model.close()
+        close()
     q = manifest.quantization or {}
     meas = Measurement(
         artifact=str(path), label=label, name=manifest.name, version=manifest.version,
@@ -267,8 +268,9 @@ def _measure(path: str | Path, manifest: Manifest, label: str, rows: Rows, threa
 
 
 def _prepare(model: LoadedModel, rows: Rows, batch: int, mode: str,
-             threads: int) -> tuple[Callable[[Any], Any], list[Any]]:
-    """The call to time and the inputs it cycles through, all built before timing."""
+             threads: int) -> tuple[Callable[[Any], Any], list[Any], Callable[[], None]]:
+    """The call to time, the inputs it cycles through (all built before timing), and how to
+    close what serves it."""
     count = max(1, min(MAX_FEEDS, math.ceil(n_rows(rows) / batch)))
     chunks = [take_rows(rows, i * batch, batch) for i in range(count)]
     if mode == "backend":
@@ -278,14 +280,16 @@ def _prepare(model: LoadedModel, rows: Rows, batch: int, mode: str,
                 feeds.append(model.adapter.feeds_batch(chunk)[0])
             except InvalidInput as exc:
                 raise InvalidInput(f"input rows {i * batch}..{i * batch + batch - 1}: {exc}") from exc
-        return model.backend.run, feeds
+        return model.backend.run, feeds, model.close
     from edge_runtime.runtime import Runtime, RuntimeOptions
 
-    rt = Runtime(model, RuntimeOptions(backend=model.manifest.backend, threads=threads))
+    # the Runtime a user gets from edge_runtime.load with default options (drift, metrics, ...)
+    rt = Runtime(model, RuntimeOptions(backend=model.manifest.backend, threads=threads),
+                 artifact_path=model.path)
     if batch == 1:
         single = [c[0] for c in chunks]
-        return rt.predict, single
-    return rt.predict_batch, chunks
+        return rt.predict, single, rt.close
+    return rt.predict_batch, chunks, rt.close
 
 
 def _predict_all(model: LoadedModel, rows: Rows) -> tuple[list[Any], np.ndarray | None]:

@@ -14,26 +14,13 @@ from typing import Any
 import numpy as np
 
 
-def reference_histograms(X: np.ndarray, names: list[str], predictions: np.ndarray, bins: int = 10) -> dict[str, Any]:
-    features = {}
-    for j, name in enumerate(names):
-        counts, edges = np.histogram(X[:, j], bins=bins)
-        features[name] = {"kind": "numeric", "edges": edges.tolist(), "counts": counts.tolist()}
-    values, counts = np.unique(predictions, return_counts=True)
-    if predictions.dtype.kind in "iub":
-        prediction = {"kind": "categorical", "counts": {str(v): int(c) for v, c in zip(values, counts, strict=True)}}
-    else:
-        c, e = np.histogram(predictions, bins=bins)
-        prediction = {"kind": "numeric", "edges": e.tolist(), "counts": c.tolist()}
-    return {"rows": int(X.shape[0]), "features": features, "prediction": prediction}
-
-
 def write_onnx_artifact(out: Path, onnx_bytes: bytes, *, task: str, names: list[str], X: np.ndarray,
                         name: str, quantization: str = "none", classes: list[Any] | None = None,
                         reference: bool = True) -> Path:
     """Write model.onnx and a manifest whose smoke values are what this very file computes."""
     import onnxruntime as ort
 
+    from edge_runtime.drift import build_reference
     from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +47,7 @@ def write_onnx_artifact(out: Path, onnx_bytes: bytes, *, task: str, names: list[
         classes=tuple(classes) if classes is not None else None,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         source={"uri": "sklearn (test)", "flavor": "sklearn"}, quantization={"mode": quantization},
-        smoke=smoke, reference=reference_histograms(X, names, preds) if reference else {},
+        smoke=smoke, reference=build_reference(X, names, preds.tolist(), classes=classes) if reference else {},
     )
     write_manifest(out, m)
     return out
