@@ -46,7 +46,7 @@ def test_categorical_and_int_features(bench_artifacts: dict[str, Path]) -> None:
 
 def test_no_or_broken_reference_asks_for_input(bench_artifacts: dict[str, Path]) -> None:
     m = read_manifest(bench_artifacts["noref"])
-    with pytest.raises(InvalidInput, match="no reference histograms.*--input"):
+    with pytest.raises(InvalidInput, match=r"no reference histograms.*--input"):
         rows_from_reference(m, 10)
     good = read_manifest(bench_artifacts["regression"])
     name = good.feature_names[0]
