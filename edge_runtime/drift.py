@@ -89,6 +89,19 @@ def score_matrix(ref: np.ndarray, cur: np.ndarray) -> dict[str, np.ndarray]:
 PREDICTION = "__prediction__"
 
 
+def _categorical(spec: dict[str, Any]) -> dict[str, Any]:
+    """Both spellings of a categorical histogram as {"classes": [...], "counts": [...]}:
+    the converter's ``{"kind": "categorical", "counts": {value: n}}`` and ``build_reference``'s."""
+    counts = spec.get("counts")
+    if isinstance(counts, dict):
+        return {"classes": list(counts), "counts": [int(v) for v in counts.values()]}
+    return spec
+
+
+def _is_categorical(spec: dict[str, Any]) -> bool:
+    return spec.get("kind") == "categorical" or isinstance(spec.get("counts"), dict) or "classes" in spec
+
+
 class DriftMonitor:
     """Sliding-window histograms of live rows and predictions, scored against a reference.
 
@@ -107,10 +120,12 @@ class DriftMonitor:
         refs = []
         for j, name in enumerate(feature_names):
             spec = feats.get(name)
-            if spec and spec.get("edges") and spec.get("counts"):
+            # categorical features (string columns) have no edges to bin live values with;
+            # their drift is not scored (the prediction's still is)
+            if spec and not _is_categorical(spec) and spec.get("edges") and spec.get("counts"):
                 self._cols.append((j, name, np.asarray(spec["edges"], float)))
                 refs.append(np.asarray(spec["counts"], float))
-        pred = reference.get("prediction") or {}
+        pred = _categorical(reference.get("prediction") or {})
         self._pred_edges = np.asarray(pred["edges"], float) if pred.get("edges") else None
         self._pred_classes = {str(c): i for i, c in enumerate(pred.get("classes") or [])}
         self._has_pred = bool(pred.get("counts"))

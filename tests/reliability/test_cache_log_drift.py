@@ -183,3 +183,17 @@ def test_drift_js_method_and_batch_rows(drift_artifact: tuple[Path, np.ndarray])
 def test_drift_without_reference_says_why(fake_artifact: Path) -> None:
     with edge_runtime.load(fake_artifact) as rt:
         assert rt.drift() == {"enabled": False, "reason": "the manifest has no reference histograms"}
+
+def test_categorical_prediction_reference_in_the_converter_spelling() -> None:
+    from edge_runtime.drift import DriftMonitor
+
+    ref = {"rows": 300, "features": {"x": {"kind": "numeric", "edges": [0.0, 0.5, 1.0], "counts": [150, 150]},
+                                     "colour": {"kind": "categorical", "counts": {"red": 200, "blue": 100}}},
+           "prediction": {"kind": "categorical", "counts": {"0": 150, "1": 150}}}
+    mon = DriftMonitor(ref, ["x", "colour"], window=200, min_rows=50)
+    assert mon.names == ["x", "__prediction__"]
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.random(200), np.zeros(200)]
+    assert mon.add(x, [0, 1] * 100) == {}  # like the reference: no alert
+    shifted = mon.add(x, [1] * 200)  # every prediction the same class: the prediction drifts
+    assert set(shifted) == {"__prediction__"}
