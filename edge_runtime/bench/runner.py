@@ -31,7 +31,7 @@ from edge_runtime.bench import memory
 from edge_runtime.bench.compare import accuracy, agreement
 from edge_runtime.bench.device import device_info
 from edge_runtime.bench.inputs import n_rows, rows_from_reference, take_rows
-from edge_runtime.bench.measure import Progress, stats_from_ns, time_feeds, timer_overhead_ns
+from edge_runtime.bench.measure import LatencyStats, Progress, stats_from_ns, time_feeds, timer_overhead_ns
 from edge_runtime.bench.results import BenchReport, Measurement
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, InvalidInput, ModelLoadError
 from edge_runtime.manifest import Manifest, read_manifest
@@ -265,6 +265,20 @@ def _measure(path: str | Path, manifest: Manifest, label: str, rows: Rows, threa
         samples_ns=samples if settings.keep_samples else None,
     )
     return meas, evals
+
+
+def time_model(model: LoadedModel, rows: Any, *, runs: int = DEFAULT_RUNS, warmup: int = 20,
+               batch_size: int = 1) -> LatencyStats:
+    """Latency of an already loaded model as ``edge-runtime bench`` measures it in backend mode:
+    the backend call on feeds the model's InputAdapter built from ``rows`` beforehand, cycled
+    through ``time_feeds``. ``edge-convert --quantize auto`` can rank candidates with this, so
+    its choice is the one bench would show. ``rows``: 2-D array, list of rows/dicts, DataFrame.
+    """
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # pandas, duck-typed
+        rows = rows[list(model.manifest.feature_names)].to_numpy() \
+            if model.adapter.layout == "tensor" else rows.to_dict("records")
+    run, feeds, _ = _prepare(model, rows, batch_size, "backend", 1)
+    return stats_from_ns(time_feeds(run, feeds, runs=runs, warmup=warmup), batch_size)
 
 
 def _prepare(model: LoadedModel, rows: Rows, batch: int, mode: str,

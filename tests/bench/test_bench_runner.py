@@ -128,3 +128,16 @@ def test_table_and_csv_history(bench_artifacts: dict[str, Path], tmp_path: Path)
     with pytest.raises(ConfigError, match="new file"):
         append_csv(report, tmp_path / "other.csv")
 
+
+
+def test_time_model_is_what_bench_measures_for_a_loaded_model(bench_artifacts: dict[str, Path]) -> None:
+    from edge_runtime.bench.runner import time_model
+    from edge_runtime.model import LoadedModel
+
+    model = LoadedModel.open(bench_artifacts["fp32"])
+    try:
+        rows = np.random.default_rng(0).uniform(0, 5, (10, 4))
+        s = time_model(model, rows, runs=25, warmup=2, batch_size=4)
+        assert s.runs == 25 and s.batch_size == 4 and 0 < s.min_ms <= s.p50_ms <= s.max_ms
+    finally:
+        model.close()
