@@ -10,7 +10,7 @@ import sys
 
 from edge_runtime.errors import ConfigError, ConversionError, EdgeRuntimeError, InvalidInput, ModelLoadError
 
-COMMANDS = ["predict", "info", "bench", "run", "status"]
+COMMANDS = ["predict", "info", "bench", "serve", "run", "status"]
 
 # exit codes, documented in the README
 EXIT_ERROR, EXIT_USAGE, EXIT_MODEL = 1, 2, 3

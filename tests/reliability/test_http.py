@@ -1,0 +1,209 @@
+"""The local HTTP API against a real uvicorn server on a free port, and a property-based run
+of schemathesis over its OpenAPI document that must find no 500."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+
+import edge_runtime
+from edge_runtime.http.app import create_app
+from tests.conftest import run_cli, write_fake_artifact
+
+pytestmark = pytest.mark.xdist_group("http")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    def __init__(self, rt: edge_runtime.Runtime) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        end = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < end, "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, edge_runtime.Runtime]]:
+    d = write_fake_artifact(tmp_path_factory.mktemp("http") / "m", features=("tenure", "charges"),
+                            weights=[[2.0], [0.5]], version="7")
+    rt = edge_runtime.load(d, fallback_default=0.0, breaker_failures=0)
+    with LiveServer(rt) as srv:
+        yield srv.url, rt
+    rt.close()
+
+
+def test_predict_and_batch(served: tuple[str, edge_runtime.Runtime]) -> None:
+    url, _ = served
+    r = httpx.post(f"{url}/predict", json={"features": {"tenure": 3, "charges": 70.5}, "request_id": "r1"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["value"] == pytest.approx(41.25) and body["source"] == "model"
+    assert body["model_version"] == "7" and body["request_id"] == "r1" and body["latency_ms"] >= 0
+    r = httpx.post(f"{url}/predict", json={"features": [1, 2]})
+    assert r.status_code == 200 and r.json()["value"] == pytest.approx(3.0)
+    r = httpx.post(f"{url}/predict/batch", json={"instances": [{"tenure": 1, "charges": 2}, [2, 4]]})
+    assert r.status_code == 200
+    b = r.json()
+    assert [p["value"] for p in b["predictions"]] == pytest.approx([3.0, 6.0]) and b["model_version"] == "7"
+
+
+@pytest.mark.parametrize(("body", "status", "text"), [
+    (b'{"features": {"tenure": 3,', 400, "not valid JSON"),
+    (b"[1, 2]", 422, "body"),
+    (b'{"rows": []}', 422, "features: missing"),
+    (b'{"features": {"tenure": 3}}', 422, "feature 'charges': missing; expected a finite number"),
+    (b'{"features": {"tenure": "x", "charges": 1}}', 422, "feature 'tenure': expected a finite number, got str"),
+    (b'{"features": {"tenure": 1, "charges": 1, "extra": 2}}', 422, "feature 'extra': unknown feature"),
+    (b'{"features": {"tenure": NaN, "charges": 1}}', 422, "feature 'tenure': expected a finite number"),
+    (b'{"features": [1]}', 422, "expected 2 values"),
+])
+def test_callers_mistakes_are_4xx_with_the_python_message(served: tuple[str, edge_runtime.Runtime], body: bytes,
+                                                          status: int, text: str) -> None:
+    url, rt = served
+    r = httpx.post(f"{url}/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert text in r.json()["error"]
+    if b"features" in body and status == 422 and b"NaN" not in body and b"[1]" not in body:
+        with pytest.raises(edge_runtime.InvalidInput) as exc:
+            rt.predict(json.loads(body)["features"])
+        assert r.json()["error"] == str(exc.value)  # the same message as the Python API
+
+
+def test_batch_names_the_row(served: tuple[str, edge_runtime.Runtime]) -> None:
+    url, _ = served
+    r = httpx.post(f"{url}/predict/batch", json={"instances": [{"tenure": 1, "charges": 2},
+                                                               {"tenure": 1, "charges": "x"}]})
+    assert r.status_code == 422
+    assert r.json() == {"error": "row 1, feature 'charges': expected a finite number, got str 'x'",
+                        "feature": "charges", "row": 1}
+    assert httpx.post(f"{url}/predict/batch", json={"instances": []}).status_code == 422
+
+
+def test_health_ready_metrics_and_fallback(served: tuple[str, edge_runtime.Runtime]) -> None:
+    url, rt = served
+    assert httpx.post(f"{url}/predict", json={"features": [1, 2]}).json()["source"] == "model"
+    h = httpx.get(f"{url}/health")
+    assert h.status_code == 200 and h.json()["live"] is True and h.json()["model_version"] == "7"
+    assert httpx.get(f"{url}/ready").json() == {"ready": True, "reasons": [], "model_version": "7"}
+    rt.model.backend.fail = RuntimeError("down")
+    try:
+        r = httpx.post(f"{url}/predict", json={"features": [1, 2]})
+        assert r.status_code == 200 and r.json()["source"] == "fallback" and r.json()["reason"] == "backend_error"
+    finally:
+        rt.model.backend.fail = None
+    m = httpx.get(f"{url}/metrics")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    assert 'model_prediction_requests_total{model="fake",outcome="ok",source="model",version="7"}' in m.text
+    assert "model_prediction_latency_seconds_bucket" in m.text
+    assert 'model_prediction_fallbacks_total{model="fake",reason="backend_error"}' in m.text
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/health", "/ready", "/metrics"} <= set(spec["paths"])
+
+
+def test_not_ready_and_no_fallback_is_503(tmp_path: Path) -> None:
+    d = write_fake_artifact(tmp_path / "m")
+    with edge_runtime.load(d, breaker_failures=1, breaker_cooldown_s=60) as rt, LiveServer(rt) as srv:
+        rt.model.backend.fail = RuntimeError("down")
+        r = httpx.post(f"{srv.url}/predict", json={"features": [1, 2]})
+        assert r.status_code == 503 and "no fallback is configured" in r.json()["error"]
+        ready = httpx.get(f"{srv.url}/ready")
+        assert ready.status_code == 503 and ready.json()["reasons"][0].startswith("circuit breaker open")
+        assert httpx.get(f"{srv.url}/health").status_code == 200  # live, just not ready
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_openapi_property_run_finds_no_server_error(served: tuple[str, edge_runtime.Runtime], mode: str) -> None:
+    """schemathesis generates requests from /openapi.json (valid and invalid ones) against the live
+    server: no 5xx, every status and body as documented, invalid requests rejected with 4xx."""
+    from schemathesis.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    url, _ = served
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    if mode == "negative":
+        checks.append(negative_data_rejection)
+    calls = 0
+    for result in schema.get_all_operations():
+        op = result.ok()
+        if mode == "negative" and op.method.upper() == "GET":
+            continue  # nothing to get wrong in a request without parameters or body
+
+        @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
+        @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def run(case: schemathesis.Case) -> None:
+            nonlocal calls
+            calls += 1
+            case.call_and_validate(base_url=url, checks=checks, timeout=10)
+
+        run()
+    assert calls >= 50  # the run really exercised the API
+
+
+@pytest.mark.slow
+def test_serve_command_starts_the_server(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    d = write_fake_artifact(tmp_path / "m")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", str(d), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < end, "serve did not come up"
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": {"a": 1, "b": 2}}).json()["value"] == 3
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_command_bad_target_is_one_line() -> None:
+    r = run_cli("serve", "/nonexistent/artifact", "--port", "0")
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines()[-1].startswith("edge-runtime serve: error: cannot load model")
