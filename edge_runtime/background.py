@@ -29,6 +29,8 @@ class Background:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # held while tasks run, so drain() from another thread also waits for the task in flight
+        self._run_lock = threading.RLock()
         self._name = name
 
     @property
@@ -79,7 +81,11 @@ class Background:
             self.drain()
 
     def drain(self) -> None:
-        """Run everything queued now (also callable from tests and close())."""
+        """Run everything queued now, after any task already running (also from other threads)."""
+        with self._run_lock:
+            self._drain()
+
+    def _drain(self) -> None:
         while self._tasks:
             try:
                 fn, args = self._tasks.popleft()
