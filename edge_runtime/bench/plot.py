@@ -39,25 +39,29 @@ def plot_latency(report: BenchReport, path: str | Path) -> Path:
     if not series:
         raise ConfigError("the report holds no latency samples to plot", key="--plot")
     fig, (ax_cdf, ax_hist) = plt.subplots(1, 2, figsize=(12, 4.5))
-    hi = max(float(np.percentile(s, 99.5)) for _, s in series)
-    lo = min(float(s[0]) for _, s in series)
-    bins = np.linspace(lo, hi, 60)
+    # log-spaced bins: sub-0.1 ms bodies and multi-ms tails (preemption, GC) in one picture
+    hi = max(float(s[-1]) for _, s in series)
+    lo = max(min(float(s[0]) for _, s in series), 1e-6)
+    bins = np.geomspace(lo, hi * 1.001 if hi > lo else lo * 2, 80)
     for name, s in series:
         ax_cdf.plot(s, np.arange(1, s.size + 1) / s.size, label=f"{name} (p50 {np.median(s):.3g} ms)")
-        ax_hist.hist(s[s <= hi], bins=bins, histtype="step", linewidth=1.5, label=name)
+        ax_hist.hist(s, bins=bins, histtype="step", linewidth=1.5, label=name)
     ax_cdf.set_xscale("log")
     ax_cdf.set_xlabel("latency per call (ms, log scale)")
     ax_cdf.set_ylabel("share of calls at or below")
     ax_cdf.set_title("Latency CDF")
     ax_cdf.grid(True, alpha=0.3)
     ax_cdf.legend(fontsize=8)
-    ax_hist.set_xlabel("latency per call (ms, up to p99.5)")
-    ax_hist.set_ylabel("calls")
+    ax_hist.set_xscale("log")
+    ax_hist.set_yscale("log")
+    ax_hist.set_xlabel("latency per call (ms, log scale)")
+    ax_hist.set_ylabel("calls (log scale)")
     ax_hist.set_title("Latency histogram")
     ax_hist.legend(fontsize=8)
     d = report.device
+    load = f", load {d['load_avg_1m']}" if d.get("load_avg_1m") is not None else ""
     fig.suptitle(f"{d.get('host')}: {d.get('cpu')}, {d.get('cores')} cores, {d.get('onnxruntime')}, "
-                 f"mode {report.settings.get('mode')}", fontsize=9)
+                 f"{d.get('litert')}, mode {report.settings.get('mode')}{load}", fontsize=9)
     fig.tight_layout()
     out = Path(path)
     try:

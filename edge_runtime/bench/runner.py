@@ -179,7 +179,7 @@ def run_artifact(path: str | Path, rows: Rows, settings: BenchSettings,
     """Every threads × batch-size measurement of one artifact, in this process."""
     manifest = read_manifest(path)
     label = label or Path(path).name or str(path)
-    notes = _prime(path, manifest, settings)
+    notes = [f"{label}: {n}" for n in _prime(path, manifest, settings)]
     measurements: list[Measurement] = []
     values: list[Any] | None = None
     proba: np.ndarray | None = None
@@ -220,7 +220,7 @@ def _prime(path: str | Path, manifest: Manifest, settings: BenchSettings) -> lis
     after = memory.sample()
     added = "" if after.rss_bytes is None or before.rss_bytes is None else \
         f", RSS +{(after.rss_bytes - before.rss_bytes) / (1 << 20):.1f} MB"
-    return [f"{manifest.backend} start-up in this process (first load, untimed in the tables): "
+    return [f"{manifest.backend} start-up in this process (a first load, not in the tables): "
             f"{ms:.1f} ms{added}"]
 
 
