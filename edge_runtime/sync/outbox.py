@@ -79,9 +79,11 @@ class Outbox:
         self.policy = policy
         self.sync = sync
         self._synchronous = ""
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # writes (put, ack, drop) on self._db
+        self._rlock = threading.Lock()  # reads on self._rdb: a put's fsync never stalls peek()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(sync)
+        self._rdb = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         row = self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
         self._bytes, self._count = int(row[0]), int(row[1])
         self._dropped = {k: v for k, v in self._db.execute("SELECT name, value FROM counters")}
@@ -214,13 +216,13 @@ class Outbox:
     # -- reading and acknowledging --------------------------------------------------------------
     def peek(self, n: int, *, after_seq: int = 0, upto_seq: int | None = None) -> list[Message]:
         """Up to ``n`` oldest messages with ``after_seq < seq <= upto_seq``."""
-        with self._lock:
+        with self._rlock:
             self._check_open()
             if upto_seq is None:
-                rows = self._db.execute("SELECT seq, id, topic, payload, kind, created_at FROM outbox "
+                rows = self._rdb.execute("SELECT seq, id, topic, payload, kind, created_at FROM outbox "
                                         "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, n)).fetchall()
             else:
-                rows = self._db.execute("SELECT seq, id, topic, payload, kind, created_at FROM outbox "
+                rows = self._rdb.execute("SELECT seq, id, topic, payload, kind, created_at FROM outbox "
                                         "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                                         (after_seq, upto_seq, n)).fetchall()
         return [Message(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
@@ -258,9 +260,9 @@ class Outbox:
             return len(sizes)
 
     def last_seq(self) -> int:
-        with self._lock:
+        with self._rlock:
             self._check_open()
-            row = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()
+            row = self._rdb.execute("SELECT MAX(seq) FROM outbox").fetchone()
         return int(row[0] or 0)
 
     # -- accounting ------------------------------------------------------------------------------
@@ -272,9 +274,9 @@ class Outbox:
 
     def oldest_age(self) -> float | None:
         """Seconds since the oldest waiting message was queued; None when empty."""
-        with self._lock:
+        with self._rlock:
             self._check_open()
-            row = self._db.execute("SELECT MIN(created_at) FROM outbox").fetchone()
+            row = self._rdb.execute("SELECT MIN(created_at) FROM outbox").fetchone()
         return None if row[0] is None else max(0.0, time.time() - row[0])
 
     def dropped(self) -> dict[str, int]:
@@ -297,9 +299,10 @@ class Outbox:
             raise RuntimeError("the outbox is closed")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             if not self.closed:
                 self.closed = True
+                self._rdb.close()
                 self._db.close()
 
 

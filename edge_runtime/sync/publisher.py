@@ -27,6 +27,8 @@ from edge_runtime.sync.topics import Topics
 log = logging.getLogger(__name__)
 
 LIVE_SHARE = 0.1  # of the window, for new messages while a backlog drains
+DELETE_BATCH = 256  # acknowledged messages deleted per transaction...
+DELETE_EVERY_S = 0.05  # ...or at least this often
 
 
 class Publisher:
@@ -42,7 +44,11 @@ class Publisher:
         self._cursor = 0  # every seq <= cursor has been handed to paho
         self._live_from: int | None = None  # backlog boundary while draining after a reconnect
         self._live_cursor = 0
+        self._live_credit = 0.0
         self._reconnected = False
+        self._done: list[int] = []  # acknowledged seqs not yet deleted
+        self._last_delete = time.monotonic()
+        self._caught_up = True  # the last read returned everything there was
         self._thread: threading.Thread | None = None
         self.published = 0
         self.acked = 0
@@ -102,13 +108,16 @@ class Publisher:
     # -- the publisher thread -----------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(0.5)
+            self._wake.wait(DELETE_EVERY_S if self._done else 0.5)
             self._wake.clear()
             try:
                 self._process_acks()
                 if self.link.connected:
                     self._fill()
-                if not self._inflight and self.outbox.depth() == 0:
+                if self._done and (not self._inflight or len(self._done) >= DELETE_BATCH
+                                   or time.monotonic() - self._last_delete >= DELETE_EVERY_S):
+                    self._delete_acked()
+                if not self._inflight and not self._done and self.outbox.depth() == 0:
                     self.idle.set()
             except Exception as exc:  # keep draining whatever happens; the outbox keeps the data
                 if self.outbox.closed:
@@ -117,25 +126,32 @@ class Publisher:
                 log.exception("outbox publisher error")
                 time.sleep(0.2)
         self._process_acks()
+        if not self.outbox.closed:
+            self._delete_acked()
 
     def _process_acks(self) -> None:
-        done: list[int] = []
         while self._acks:
             mid, ok, reason = self._acks.popleft()
             seq = self._inflight.pop(mid, None)
             if seq is None:
                 continue  # a status or reply published directly, not from the outbox
             if ok:
-                done.append(seq)
+                self._done.append(seq)
+                self.last_ack_at = time.time()
             else:
                 # Kept in the outbox (it is re-sent after the next agent start) but not retried
                 # now: a refusal (ACL, quota) would repeat at once.
                 self.rejected += 1
                 self.last_error = f"broker refused message seq {seq}: {reason}"
                 log.error("broker refused outbox message seq %d: %s", seq, reason)
+
+    def _delete_acked(self) -> None:
+        """Acknowledged messages leave the disk in batches: one transaction per batch, and a
+        crash before it only means a duplicate later, which receivers drop by id."""
+        done, self._done = self._done, []
+        self._last_delete = time.monotonic()
         if done:
             self.acked += self.outbox.ack_seqs(done)
-            self.last_ack_at = time.time()
 
     def _fill(self) -> None:
         if self._reconnected:
@@ -147,17 +163,28 @@ class Publisher:
                 log.info("draining a backlog of %d messages", backlog)
         while self.link.connected and not self._stop.is_set():
             room = self.window - len(self._inflight)
-            if room <= 0:
-                return
+            if room <= 0 or (not self._caught_up and room < self.window // 4):
+                return  # behind: refill in chunks, not one query per acknowledgement
             if self._live_from is not None:
-                live = self.outbox.peek(max(1, int(room * LIVE_SHARE)), after_seq=self._live_cursor)
-                old = self.outbox.peek(room - len(live), after_seq=self._cursor, upto_seq=self._live_from)
-                if not old:  # backlog all handed over: one cursor again (live ones re-read below)
-                    self._cursor = max(self._cursor, self._live_cursor, self._live_from)
-                    self._live_from = None
+                # a tenth of the slots, on average, for messages queued since the reconnect
+                self._live_credit = min(self._live_credit + room * LIVE_SHARE, float(room))
+                n_live = int(self._live_credit)
+                n_old = room - n_live
+                old = []
+                if n_old > 0:
+                    old = self.outbox.peek(n_old, after_seq=self._cursor, upto_seq=self._live_from)
+                    if not old:  # backlog all handed over: one cursor again
+                        self._cursor = max(self._cursor, self._live_cursor, self._live_from)
+                        self._live_from = None
+                        continue
+                live = self.outbox.peek(n_live, after_seq=self._live_cursor) if n_live else []
+                # credit is not saved up while nothing new waits
+                self._live_credit = 0.0 if len(live) < n_live else self._live_credit - len(live)
+                if not old and not live:
                     continue
             else:
                 live, old = [], self.outbox.peek(room, after_seq=self._cursor)
+            self._caught_up = self._live_from is None and len(old) < room
             if not old and not live:
                 return
             for m in old:

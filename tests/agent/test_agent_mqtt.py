@@ -174,8 +174,9 @@ def test_agent_killed_with_events_queued_sends_them_after_restart(
     proc = start_agent_process(cfg, tmp_path / "agent.log")
     try:
         wait_for(lambda: {i for i, _ in queued} <= col.ids(), 30, "every queued report after the restart")
-        started = [d for d in col.json("events") if d["type"] == "agent_started"]
-        assert len({d["pid"] for d in started}) == 3  # both crashed runs and this one
+        # both crashed runs and this one said they started
+        wait_for(lambda: len({d["pid"] for d in col.json("events") if d["type"] == "agent_started"}) == 3,
+                 10, "three agent_started events")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
