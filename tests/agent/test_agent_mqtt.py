@@ -273,3 +273,42 @@ def test_status_command_shows_connection_outbox_and_last_publish(
         agent.stop()
     r = run_cli("status", "--config", cfg)
     assert r.returncode == 0 and "not running" in r.stdout and "outbox" in r.stdout
+
+
+@pytest.mark.slow
+def test_backlog_drains_oldest_first_while_new_events_flow(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    from edge_runtime.sync.mqtt import json_bytes
+    from edge_runtime.sync.outbox import new_id
+
+    fleet = _fleet()
+    mosquitto.kill()
+    mosquitto.persistence = False  # saving after every message would make the broker the bottleneck
+    # reconnects wait 0.5-1 s: time for the subscriber to be there before the drain starts
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, inflight=20, reconnect_min_s=1.0,
+                   reconnect_max_s=1.0)
+    agent.start()
+    try:
+        n = 3000  # queued while the broker was away
+        items = []
+        for i in range(n):
+            doc = {"id": new_id(), "device": "dev-1", "ts": time.time(), "type": "old", "n": i}
+            items.append(("events", json_bytes(doc), "event", doc["id"], None))
+        agent.outbox.put_many(items)
+        mosquitto.start()
+        col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/events"]).wait_subscribed()
+        assert not agent.link.connected
+        assert agent.link.wait_connected(10)
+        live = [agent.event("new", n=i) for i in range(5)]
+        wait_for(lambda: len(col.messages) >= n + 6, 30, "backlog and new events")
+        order = [d for d in col.json("events") if d["type"] in ("old", "new")]
+        old_n = [d["n"] for d in order if d["type"] == "old"]
+        assert sorted(set(old_n)) == list(range(n))
+        first_seen = [old_n.index(i) for i in range(n)]
+        assert first_seen == sorted(first_seen)  # oldest first (a duplicate may repeat, never reorder)
+        pos = {d["id"]: k for k, d in enumerate(order)}
+        last_old = max(k for k, d in enumerate(order) if d["type"] == "old")
+        assert set(live) <= set(pos) and min(pos[i] for i in live if i) < last_old  # new ones did not wait
+        wait_for(lambda: agent.outbox.depth() == 0, 10, "outbox empty")
+        col.close()
+    finally:
+        agent.stop()
