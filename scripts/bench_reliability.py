@@ -9,7 +9,7 @@
    ...) so a busy machine slows every variant alike; medians are compared.
 2. 4 threads calling ``predict`` concurrently vs 4 threads calling raw onnxruntime.
 3. Micro-batching on vs off under 8 concurrent callers, on a tiny model (logistic regression)
-   and a heavier one (random forest, 100 trees).
+   a random forest (100 trees) and a heavy MLP (1024-1024) whose per-call cost is large.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def main() -> int:
         tmp = Path(tmpd)
         d, x = iris_artifact(tmp / "iris")
         forest, _ = iris_artifact(tmp / "forest", model="forest")
+        mlp, _ = iris_artifact(tmp / "mlp", model="mlp")
         report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                               "load_avg_1m": round(os.getloadavg()[0], 2)}}
         if args.only in (None, "single"):
@@ -167,6 +168,7 @@ def main() -> int:
         if args.only in (None, "microbatch"):
             report["microbatch_8_callers_logreg"] = microbatching(d, x, args.seconds)
             report["microbatch_8_callers_forest100"] = microbatching(forest, x, args.seconds)
+            report["microbatch_8_callers_mlp1024x2"] = microbatching(mlp, x, args.seconds)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
