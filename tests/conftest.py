@@ -92,3 +92,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tail = item.nodeid.rsplit("]", 1)[-1].rsplit("::", 1)[-1]
         if names and "@" not in tail:
             item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
+# -- real converted artifacts (converters' fixtures; built once per session and worker) ----------
+def _convert_sklearn_fixture(root: Path, name: str, estimator: Any, frame: Any, target: Any) -> Path:
+    """Fit ``estimator`` on a bundled data set, save it as an MLflow model, convert it (quantize none)."""
+    import mlflow.sklearn
+
+    import converters
+
+    estimator.fit(frame, target)
+    model_dir = root / f"{name}-mlflow"
+    mlflow.sklearn.save_model(estimator, str(model_dir), input_example=frame.iloc[:5], pip_requirements=[])
+    rows = root / f"{name}.csv"
+    frame.to_csv(rows, index=False)
+    report = converters.convert(model_dir, format="onnx", quantize="none", out=root / name, calibration_data=rows,
+                                name=name, version="1")
+    return report.out
+
+
+@pytest.fixture(scope="session")
+def iris_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX artifact: logistic regression on iris (4 named float features, classes 0/1/2)."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    return _convert_sklearn_fixture(tmp_path_factory.mktemp("iris"), "iris", LogisticRegression(max_iter=1000), X, y)
+
+
+@pytest.fixture(scope="session")
+def regression_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX artifact: linear regression on diabetes (10 named float features)."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    return _convert_sklearn_fixture(tmp_path_factory.mktemp("diabetes"), "diabetes", LinearRegression(), X, y)

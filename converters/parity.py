@@ -1,0 +1,80 @@
+"""The parity gate: the artifact, run by edge_runtime exactly as a device runs it, against the
+source model on held-out rows.
+
+Classifiers: ``agreement`` is the share of rows with the same label; ``max_abs_diff`` /
+``mean_abs_diff`` compare probabilities; the accuracy ``drop`` is ``1 - agreement``.
+Regressors: the diffs compare values; the ``drop`` is ``mean_abs_diff`` relative to the spread
+(standard deviation) of the source's predictions, and ``agreement`` is the share of rows whose
+difference stays within ``threshold`` of that spread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.bench.measure import stats_from_ns, time_calls
+
+LATENCY_RUNS = 300
+LATENCY_WARMUP = 30
+
+
+def _labels_equal(a: list[Any], b: np.ndarray) -> np.ndarray:
+    return np.array([x == y or str(x) == str(y) for x, y in zip(a, b.tolist(), strict=True)], dtype=bool)
+
+
+def measure(runtime: Any, model: Any, rows: Any, threshold: float) -> dict[str, Any]:
+    """Compare ``runtime`` (an edge_runtime Runtime) with ``model`` (a SourceModel) on ``rows``."""
+    preds = runtime.predict_batch(rows)
+    result: dict[str, Any] = {"rows": len(rows), "threshold": threshold}
+    if model.task == "classification":
+        want = model.predict(rows)
+        same = _labels_equal([p.value for p in preds], want)
+        agreement = float(same.mean())
+        result.update(agreement=round(agreement, 6), drop=round(1.0 - agreement, 6))
+        src_p = model.predict_proba(rows)
+        if src_p is not None and preds[0].probabilities is not None:
+            classes = list(runtime.manifest.classes)
+            got_p = np.array([[p.probabilities[c] for c in classes] for p in preds], dtype=np.float64)
+            diff = np.abs(got_p - src_p)
+            result.update(max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+                          compared="labels; probabilities")
+        else:
+            result.update(max_abs_diff=None, mean_abs_diff=None, compared="labels")
+        result["passed"] = bool(result["drop"] <= threshold)
+        return result
+    want = np.asarray(model.predict(rows), dtype=np.float64).reshape(len(rows), -1)
+    got = np.array([p.value for p in preds], dtype=np.float64).reshape(len(rows), -1)
+    diff = np.abs(got - want)
+    scale = float(want.std()) or 1.0
+    per_row = diff.max(axis=1)
+    drop = float(diff.mean()) / scale
+    result.update(
+        agreement=round(float((per_row <= threshold * scale).mean()), 6), drop=round(drop, 6),
+        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()), scale=scale,
+        compared="values (drop = mean_abs_diff / std of source predictions)",
+        passed=bool(drop <= threshold),
+    )
+    return result
+
+
+def latency(model: Any, rows: Any) -> tuple[float, float]:
+    """p50 and mean ms of one backend call on one row: what ``edge-runtime bench`` times.
+
+    ``model`` is an ``edge_runtime.model.LoadedModel``.
+    """
+    feeds, _ = model.adapter.feeds_batch(rows.iloc[:1])
+    run = model.backend.run
+    stats = stats_from_ns(time_calls(lambda: run(feeds), LATENCY_RUNS, LATENCY_WARMUP))
+    return stats.p50_ms, stats.mean_ms
+
+
+def describe(p: dict[str, Any]) -> str:
+    """One line for the console."""
+    parts = [f"{p['rows']} held-out rows", f"agreement {p['agreement']:.4f}"]
+    if p.get("max_abs_diff") is not None:
+        parts.append(f"max |diff| {p['max_abs_diff']:.2e}, mean {p['mean_abs_diff']:.2e}")
+    parts.append(f"drop {p['drop']:.4f} (limit {p['threshold']:g})")
+    parts.append("PASSED" if p["passed"] else "FAILED")
+    return ", ".join(parts)

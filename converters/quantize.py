@@ -1,0 +1,304 @@
+"""Quantization modes per target format, and how ``auto`` picks among them.
+
+Each quantizer writes one candidate model file and raises ``NotApplicable`` (with a reason a
+user can read) when the mode cannot help this model. ONNX quantizers run in a child process
+under a time limit: onnxconverter-common's float16 pass has looped for 10+ minutes on
+skl2onnx graphs, and a kill is the only reliable stop.
+
+A format adds its quantizers with ``register_quantizer("tflite", "dynamic", fn)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+MODES = ("none", "dynamic", "static", "fp16", "auto")
+DEFAULT_TIMEOUT_S = 120.0
+# ai.onnx operators onnxruntime's int8 quantizers handle and that carry weights worth shrinking
+INT8_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "LSTM", "GRU", "Attention")
+# ops float16 helps with (anything in the ai.onnx domain that does float math on weights)
+FP16_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Mul")
+SLOWER_TOLERANCE = 0.10  # p50 within 10% of fp32's counts as "not slower" (timer noise)
+
+
+class NotApplicable(Exception):
+    """This mode cannot help this model; the message says why in plain words."""
+
+
+@dataclass
+class QuantContext:
+    fp32: Path  # the exported full-precision model file
+    model: Any  # converters.flavors.SourceModel
+    exported: Any  # converters.flavors.Exported
+    calibration: list[dict[str, np.ndarray]]  # feeds, one dict per batch
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    notes: list[str] = field(default_factory=list)  # what the quantizer excluded or changed
+
+
+Quantizer = Callable[[QuantContext, Path], Path]
+_QUANTIZERS: dict[str, dict[str, Quantizer]] = {}
+
+
+def register_quantizer(fmt: str, mode: str, fn: Quantizer) -> None:
+    modes = _QUANTIZERS.setdefault(fmt, {})
+    if mode in modes:
+        raise ValueError(f"quantizer {fmt}/{mode} is already registered")
+    modes[mode] = fn
+
+
+def quantizer(fmt: str, mode: str) -> Quantizer:
+    found = _QUANTIZERS.get(fmt, {}).get(mode)
+    if found is None:
+        raise ConversionError(f"--quantize {mode} is not available for --format {fmt}",
+                              hint="Available: " + ", ".join(modes_for(fmt)))
+    return found
+
+
+def modes_for(fmt: str) -> list[str]:
+    return sorted(_QUANTIZERS.get(fmt, {}))
+
+
+# -- ONNX ---------------------------------------------------------------------------------
+def _graph_ops(path: Path) -> list[tuple[str, str]]:
+    import onnx
+
+    model = onnx.load(str(path))
+    return [(n.domain or "ai.onnx", n.op_type) for n in model.graph.node]
+
+
+def _int8_ops(ctx: QuantContext) -> list[str]:
+    if ctx.model.tree_ensemble:
+        raise NotApplicable("tree ensembles are never int8-quantized: int8 thresholds would move the "
+                            "splits and change predictions")
+    ops = _graph_ops(ctx.fp32)
+    found = sorted({op for dom, op in ops if dom == "ai.onnx" and op in INT8_OPS})
+    if not found:
+        ml = sorted({op for dom, op in ops if dom == "ai.onnx.ml"})
+        raise NotApplicable("nothing int8 can take: the model's weights sit in "
+                            + (", ".join(ml) if ml else "no quantizable") + " operators"
+                            + (" (ai.onnx.ml), which onnxruntime does not quantize" if ml else ""))
+    return found
+
+
+def _run_worker(job: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
+    job_file = workdir / "job.pkl"
+    job_file.write_bytes(pickle.dumps(job))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "converters.quantize", str(job_file)],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"timed out after {timeout_s:.0f} s (killed)") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise ConversionError(f"quantizer crashed: {tail}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    if not result.get("ok"):
+        raise ConversionError(str(result.get("reason")))
+    return result
+
+
+def _onnx_job(ctx: QuantContext, out_dir: Path, mode: str, **params: Any) -> Path:
+    out = out_dir / "model.onnx"
+    job = {"mode": mode, "src": str(ctx.fp32), "dst": str(out), "feeds": ctx.calibration[:1], **params}
+    result = _run_worker(job, ctx.timeout_s, out_dir)
+    ctx.notes.extend(result.get("notes", []))
+    return out
+
+
+def onnx_none(ctx: QuantContext, out_dir: Path) -> Path:
+    out = out_dir / "model.onnx"
+    out.write_bytes(ctx.fp32.read_bytes())
+    return out
+
+
+def onnx_dynamic(ctx: QuantContext, out_dir: Path) -> Path:
+    # QUInt8 weights kept agreement where QInt8 lost 2.6% on iris (FACTS.md)
+    return _onnx_job(ctx, out_dir, "dynamic", ops=_int8_ops(ctx))
+
+
+def onnx_static(ctx: QuantContext, out_dir: Path) -> Path:
+    ops = _int8_ops(ctx)
+    if not ctx.calibration:
+        raise NotApplicable("static quantization needs calibration rows: pass --calibration-data FILE")
+    out = out_dir / "model.onnx"
+    job = {"mode": "static", "src": str(ctx.fp32), "dst": str(out), "feeds": ctx.calibration, "ops": ops}
+    result = _run_worker(job, ctx.timeout_s, out_dir)
+    ctx.notes.extend(result.get("notes", []))
+    return out
+
+
+def onnx_fp16(ctx: QuantContext, out_dir: Path) -> Path:
+    if ctx.model.tree_ensemble:
+        raise NotApplicable("tree ensembles keep float32: their ai.onnx.ml operators have no float16 form")
+    ops = _graph_ops(ctx.fp32)
+    if not any(dom == "ai.onnx" and op in FP16_OPS for dom, op in ops):
+        raise NotApplicable("nothing float16 can take: the model's math sits in ai.onnx.ml operators ("
+                            + ", ".join(sorted({op for dom, op in ops if dom == "ai.onnx.ml"})) + ")")
+    return _onnx_job(ctx, out_dir, "fp16")
+
+
+register_quantizer("onnx", "none", onnx_none)
+register_quantizer("onnx", "dynamic", onnx_dynamic)
+register_quantizer("onnx", "static", onnx_static)
+register_quantizer("onnx", "fp16", onnx_fp16)
+
+
+# -- auto ---------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    mode: str
+    size_bytes: int | None = None
+    p50_ms: float | None = None
+    mean_ms: float | None = None
+    agreement: float | None = None
+    drop: float | None = None
+    max_abs_diff: float | None = None
+    kept: bool = False
+    chosen: bool = False
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    path: Path | None = None  # candidate artifact directory (not recorded)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "path"}
+        for k in ("p50_ms", "mean_ms"):
+            if d[k] is not None:
+                d[k] = round(d[k], 5)
+        return d
+
+
+def select(candidates: list[Candidate], max_drop: float) -> Candidate:
+    """Keep the smallest candidate within ``max_drop`` and not slower than fp32; fill reasons."""
+    base = next((c for c in candidates if c.mode == "none"), None)
+    if base is None or base.size_bytes is None or base.p50_ms is None:
+        raise ConversionError("auto needs the full-precision candidate and it failed: "
+                              + (base.reason if base else "missing"))
+    limit = base.p50_ms * (1 + SLOWER_TOLERANCE)
+    ok = []
+    for c in candidates:
+        if c.size_bytes is None or c.drop is None or c.p50_ms is None:
+            continue  # reason already says why it was not built or measured
+        if c.drop > max_drop:
+            c.reason = f"accuracy drop {c.drop:.4f} > {max_drop:g}"
+        elif c.mode != "none" and c.p50_ms > limit:
+            c.reason = (f"slower than fp32: p50 {c.p50_ms * 1000:.1f} µs vs {base.p50_ms * 1000:.1f} µs "
+                        f"({(c.p50_ms / base.p50_ms - 1) * 100:+.0f}%)")
+        else:
+            c.kept = True
+            ok.append(c)
+    if not ok:
+        raise ConversionError("no candidate passed: " + "; ".join(f"{c.mode}: {c.reason}" for c in candidates))
+    # smallest wins; on equal size prefer fp32 (no accuracy risk)
+    best = min(ok, key=lambda c: (c.size_bytes or 0, c.mode != "none"))
+    best.chosen = True
+    assert best.size_bytes is not None and best.drop is not None and best.p50_ms is not None
+    best.reason = (f"chosen: smallest passing, {best.size_bytes:,} bytes = "
+                   f"{best.size_bytes / base.size_bytes:.2f}x fp32, drop {best.drop:.4f}, "
+                   f"p50 {best.p50_ms * 1000:.1f} µs")
+    for c in ok:
+        if c is not best:
+            c.reason = f"passed, but {c.size_bytes:,} bytes is larger than {best.mode}'s {best.size_bytes:,}"
+    return best
+
+
+# -- child process ------------------------------------------------------------------------
+def _check_runs(path: str, feeds: list[dict[str, np.ndarray]]) -> None:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for f in feeds[:1]:
+        sess.run(None, f)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _worker(job: dict[str, Any]) -> dict[str, Any]:
+    mode, src, dst, feeds = job["mode"], job["src"], job["dst"], job["feeds"]
+    notes: list[str] = []
+    if mode == "fp16":
+        import onnx
+        from onnxconverter_common import float16
+
+        model = float16.convert_float_to_float16(onnx.load(src), keep_io_types=True)
+        onnx.save(model, dst)
+        try:
+            _check_runs(dst, feeds)
+        except Exception as exc:
+            return {"ok": False, "reason": f"the float16 model does not run in onnxruntime: {_first_line(exc)}"}
+        return {"ok": True, "notes": notes}
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    def attempt(ops: list[str]) -> None:
+        if mode == "dynamic":
+            quantize_dynamic(src, dst, op_types_to_quantize=ops, weight_type=QuantType.QUInt8)
+        else:
+            quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        _check_runs(dst, feeds)
+
+    ops = list(job["ops"])
+    try:
+        attempt(ops)
+        return {"ok": True, "notes": notes}
+    except Exception as exc:
+        first_error = _first_line(exc)
+    # Some operator broke it: keep the op types that quantize and run on their own.
+    good = []
+    for op in ops:
+        try:
+            attempt([op])
+            good.append(op)
+        except Exception as exc:
+            notes.append(f"left {op} in float: {_first_line(exc)}")
+    if not good:
+        if "Failed to find proper ai.onnx domain" in first_error:
+            first_error = "nothing int8 can take (the graph has no ai.onnx operators onnxruntime quantizes)"
+        return {"ok": False, "reason": first_error, "notes": notes}
+    attempt(good)
+    return {"ok": True, "notes": notes}
+
+
+def main(argv: list[str]) -> int:
+    job = pickle.loads(Path(argv[0]).read_bytes())  # written by _run_worker in this process tree
+    try:
+        result = _worker(job)
+    except Exception as exc:
+        result = {"ok": False, "reason": _first_line(exc)}
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
