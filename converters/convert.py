@@ -104,7 +104,7 @@ def _smoke(runtime: Any, model: Any, rows: Any) -> dict[str, Any]:
     clean = rows[~rows.isna().any(axis=1)].reset_index(drop=True)
     if len(clean) == 0:
         return {}
-    preds = runtime.predict_batch(clean)
+    preds = parity.predict_rows(runtime, clean)
     order = list(range(len(clean)))
     if model.task == "classification" and preds[0].probabilities is not None:
         margins = []
@@ -125,14 +125,13 @@ def _smoke(runtime: Any, model: Any, rows: Any) -> dict[str, Any]:
         picked = sorted({int(ranks[int(q * (len(ranks) - 1))]) for q in np.linspace(0.1, 0.9, SMOKE_ROWS)})
     else:
         picked = order[:SMOKE_ROWS]
-    out: dict[str, Any] = {
-        "rows": [_plain_row(clean.iloc[i].tolist()) for i in picked],
-        "values": [preds[i].value for i in picked],
-        "atol": 1e-3,
-    }
-    if model.task == "classification" and preds[0].probabilities is not None:
+    smoke_rows = [_plain_row(clean.iloc[i].tolist()) for i in picked]
+    # the loader runs these rows as one batch: record what that batch gives
+    batch = runtime.predict_batch(smoke_rows)
+    out: dict[str, Any] = {"rows": smoke_rows, "values": [p.value for p in batch], "atol": 1e-3}
+    if model.task == "classification" and batch[0].probabilities is not None:
         classes = list(runtime.manifest.classes)
-        out["probabilities"] = [[float(preds[i].probabilities[c]) for c in classes] for i in picked]
+        out["probabilities"] = [[float(p.probabilities[c]) for c in classes] for p in batch]
     return out
 
 
@@ -245,7 +244,7 @@ def _convert(src: ModelSource, model: Any, rows: data.Rows, work: Path, *, fmt: 
             notes.append(f"parity and calibration ran on {rows.origin} rows; pass --calibration-data FILE "
                          "with real rows for a stronger check")
         smoke = _smoke(rt, model, rows.holdout)
-        cal_preds = [p.value for p in rt.predict_batch(rows.calibration)]
+        cal_preds = [p.value for p in parity.predict_rows(rt, rows.calibration)]
         ref = reference.build(rows.calibration, model.feature_names, model.feature_types, model.task, cal_preds)
         quant: dict[str, Any] = {"mode": chosen.mode, "requested": quantize,
                  "calibration_rows": int(min(len(rows.calibration), CALIBRATION_MAX_ROWS))

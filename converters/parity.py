@@ -24,9 +24,18 @@ def _labels_equal(a: list[Any], b: np.ndarray) -> np.ndarray:
     return np.array([x == y or str(x) == str(y) for x, y in zip(a, b.tolist(), strict=True)], dtype=bool)
 
 
+def predict_rows(runtime: Any, rows: Any) -> list[Any]:
+    """One ``predict`` call per row, as a device serves: dynamic int8 models scale activations
+    per batch, so a row's answer can depend on the rows batched with it."""
+    if runtime.manifest.input_layout == "tensor":
+        arr = rows[list(runtime.manifest.feature_names)].to_numpy(dtype=np.float64)
+        return [runtime.predict(arr[i]) for i in range(len(arr))]
+    return [runtime.predict(r) for r in rows.to_dict("records")]
+
+
 def measure(runtime: Any, model: Any, rows: Any, threshold: float) -> dict[str, Any]:
     """Compare ``runtime`` (an edge_runtime Runtime) with ``model`` (a SourceModel) on ``rows``."""
-    preds = runtime.predict_batch(rows)
+    preds = predict_rows(runtime, rows)
     result: dict[str, Any] = {"rows": len(rows), "threshold": threshold}
     if model.task == "classification":
         want = model.predict(rows)
