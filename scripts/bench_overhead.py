@@ -75,9 +75,9 @@ def bench_model(label: str, uri: str, X: np.ndarray, names: list[str], workdir: 
     import mlflow
     import onnxruntime as ort
     import pandas as pd
-    from converters import convert
 
     import edge_runtime
+    from converters import convert
 
     art = workdir / f"art-{abs(hash(uri))}"
     convert(uri, format="onnx", quantize="none", out=art)
