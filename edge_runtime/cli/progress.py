@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -22,9 +23,15 @@ class ProgressBars:
         if desc != self._desc:
             self.close()
             self._desc = desc
-            fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s" if unit == "s" else None
+            fmt = "{l_bar}{bar}| {n:.1f}/{total:.1f} s" if unit == "s" else None
+            # a serial console or a fresh pty can report 0 columns, where tqdm would draw nothing
+            try:
+                width = os.get_terminal_size(sys.stderr.fileno()).columns
+            except (OSError, ValueError):
+                width = 0
+            size = {"dynamic_ncols": True} if width > 0 else {"ncols": 80, "nrows": 24}
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
-                             dynamic_ncols=True, **({"bar_format": fmt} if fmt else {}))
+                             **size, **({"bar_format": fmt} if fmt else {}))
         self._bar.n = min(done, total)
         self._bar.refresh()
 

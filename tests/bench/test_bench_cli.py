@@ -114,8 +114,48 @@ def test_unreadable_artifacts_exit_3(bench_artifacts: dict[str, Path], tmp_path:
     assert r.returncode == 3 and "sha256 mismatch" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("bench", str(tmp_path / "missing"), *FAST)
     assert r.returncode == 3 and "no such artifact directory" in r.stderr
-    r = run_cli("bench", str(bench_artifacts["fp32"]), "--backend", "tflite", *FAST)
-    assert r.returncode == 3 and "--backend tflite was asked for" in r.stderr
+
+
+def test_wrong_backend_and_wrong_rows_in_process(bench_artifacts: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_runtime.cli import main
+
+    assert main(["bench", str(bench_artifacts["fp32"]), "--backend", "tflite", *FAST]) == 3
+    assert "--backend tflite was asked for but this artifact is for 'onnx'" in capsys.readouterr().err
     np.save(tmp_path / "rows.npy", np.zeros((2, 3)))
-    r = run_cli("bench", str(bench_artifacts["fp32"]), "--input", str(tmp_path / "rows.npy"), *FAST)
-    assert r.returncode == 2 and "expected 4 values per row" in r.stderr
+    assert main(["bench", str(bench_artifacts["fp32"]), "--input", str(tmp_path / "rows.npy"), *FAST]) == 2
+    assert "expected 4 values per row" in capsys.readouterr().err
+
+
+def test_progress_bar_on_a_terminal_only(bench_artifacts: dict[str, Path]) -> None:
+    """stderr on a pseudo-terminal gets a tqdm bar during a 1.5 s run; a pipe gets none."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "bench", str(bench_artifacts["fp32"]),
+                             "--duration", "1.5", "--json"], stdout=subprocess.PIPE, stderr=slave, env=env,
+                            cwd=ROOT)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO once the child has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, terminal
+    assert "iris-fp32 threads=1 batch=1" in terminal and "/1.5 s" in terminal, terminal
+    assert json.loads(out)["results"][0]["latency"]["runs"] > 0
+    piped = run_cli("bench", str(bench_artifacts["fp32"]), "--duration", "0.8", "--json")
+    assert piped.returncode == 0 and "batch=1" not in piped.stderr
