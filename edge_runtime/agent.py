@@ -270,6 +270,7 @@ class Agent:
                 "last_error_at": link.last_error_at if link else None,
                 "device": self.cfg.device.id, "fleet": self.cfg.device.fleet,
                 "model": getattr(self, "model_ref", None) and self.model_ref.to_dict(),
+                "http": f"{self.cfg.http.host}:{self.http.port}" if self.http is not None and self.cfg.http else None,
             }
             write_atomic(self.data_dir / STATE_FILE, json.dumps(doc, indent=1).encode())
 
@@ -337,13 +338,41 @@ class Agent:
     def _start_http(self) -> None:
         if self.cfg.http is None:
             return
+        from edge_runtime.errors import ConfigError
+
         try:
-            from edge_runtime import http as http_api  # type: ignore[attr-defined]
+            import uvicorn
+
+            from edge_runtime.http.app import create_app
         except ImportError as exc:
-            log.warning("[http] is configured but the local API is unavailable (%s); install edge-runtime[http]", exc)
-            return
-        starter = getattr(http_api, "start_background", None)
-        if starter is None:
-            log.warning("[http] is configured but this build has no background HTTP server")
-            return
-        self.http = starter(self.runtime, host=self.cfg.http.host, port=self.cfg.http.port)
+            raise ConfigError(f"[http] is configured but the HTTP API needs the [http] extra ({exc.name} is not "
+                              "installed): pip install 'edge-runtime[http]', or remove the [http] section",
+                              file=self.cfg.file, key="http") from exc
+        server = uvicorn.Server(uvicorn.Config(create_app(self.runtime), host=self.cfg.http.host,
+                                               port=self.cfg.http.port, log_level="warning", access_log=False))
+        t = threading.Thread(target=server.run, name="agent-http", daemon=True)
+        t.start()
+        end = time.monotonic() + 10
+        while not server.started and t.is_alive() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not server.started:
+            raise ConfigError(f"the local HTTP API could not listen on {self.cfg.http.host}:{self.cfg.http.port} "
+                              "(port in use?)", file=self.cfg.file, key="http.port")
+        self.http = _HttpThread(server, t)
+        log.info("local HTTP API on http://%s:%d", self.cfg.http.host, self.http.port)
+
+
+class _HttpThread:
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self.server, self.thread = server, thread
+
+    @property
+    def port(self) -> int:
+        for s in self.server.servers:
+            for sock in s.sockets:
+                return int(sock.getsockname()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)

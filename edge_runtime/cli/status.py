@@ -63,6 +63,7 @@ def collect(config: str | Path) -> dict[str, Any]:
         "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt else None,
         "last_publish_at": state.get("last_publish_at"),
         "last_error": state.get("last_error"),
+        "http": state.get("http") if running else None,
         "state_updated_at": state.get("updated_at"),
         "outbox": read_stats(data / OUTBOX_FILE),
         "active_model": active, "previous_model": previous,
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         ("since", _ago(s["since"])),
         ("last publish", _ago(s["last_publish_at"])),
         ("last error", s["last_error"] or "none"),
+        ("local API", f"http://{s['http']}" if s["http"] else "off"),
         ("outbox", "empty (never started)" if ob is None else
          f"{ob['depth']} message(s), {ob['bytes']:,} bytes, oldest {ob['oldest_age_s'] or 0:.1f} s; "
          f"dropped {ob['dropped']['metrics']} metrics, {ob['dropped']['events']} events"),

@@ -312,3 +312,33 @@ def test_backlog_drains_oldest_first_while_new_events_flow(tmp_path: Path, mosqu
         col.close()
     finally:
         agent.stop()
+
+
+def test_http_predictions_and_runtime_events_are_reported(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    import httpx
+
+    fleet = _fleet()
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/#"]).wait_subscribed()
+    cfg = write_agent_config(tmp_path / "device.toml", port=mosquitto.port, artifact=artifact,
+                             data_dir=tmp_path / "data", fleet=fleet, runtime={"breaker_failures": 3})
+    with open(cfg, "a") as f:
+        f.write('[http]\nport = 0\nhost = "127.0.0.1"\n')
+    agent = Agent(load_config(cfg))
+    agent.start()
+    try:
+        url = f"http://127.0.0.1:{agent.http.port}"
+        r = httpx.post(f"{url}/predict", json={"features": {"a": 1.0, "b": 2.0}}, timeout=10)
+        assert r.status_code == 200 and r.json()["value"] == pytest.approx(3.0)
+        # the model breaks: the runtime opens its breaker and the agent reports it as an event
+        agent.runtime.model.backend.fail = RuntimeError("sensor bus down")
+        for _ in range(5):
+            httpx.post(f"{url}/predict", json={"features": {"a": 1.0, "b": 2.0}}, timeout=10)
+        wait_for(lambda: [e for e in col.json("events") if e["type"] == "breaker_open"], 10, "breaker_open event")
+        agent.publish_metrics()
+        wait_for(lambda: col.json("metrics"), 10, "metrics")
+        m = col.json("metrics")[-1]["runtime"]
+        assert m["predictions"]["model"] == 1 and m["breaker"]["state"] == "open"
+        assert m["rates"]["error"] > 0
+    finally:
+        agent.stop()
+        col.close()
