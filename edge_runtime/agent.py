@@ -165,8 +165,8 @@ class Agent:
 
     def event(self, type: str, **data: Any) -> str | None:
         """Queue an event durably (outbox) and wake the publisher; return its id."""
-        if self.outbox is None:
-            log.info("event %s %s", type, data)
+        if self.outbox is None or self.outbox.closed:
+            log.info("event %s %s (not reported: %s)", type, data, "no [mqtt]" if self.outbox is None else "stopped")
             return None
         from edge_runtime.sync.mqtt import json_bytes
 

@@ -342,3 +342,41 @@ def test_http_predictions_and_runtime_events_are_reported(tmp_path: Path, mosqui
     finally:
         agent.stop()
         col.close()
+
+
+def test_keeps_reconnecting_through_a_long_outage(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    agent = _agent(tmp_path, mosquitto, artifact, reconnect_min_s=0.02, reconnect_max_s=0.08)
+    agent.start()
+    try:
+        assert agent.link.wait_connected(10)
+        mosquitto.kill()
+        client = agent.link.client
+        wait_for(lambda: client.attempt >= 25, 20, "25 failed reconnect attempts")  # no giving up
+        mosquitto.start()
+        wait_for(lambda: agent.link.connected, 10, "reconnected after the outage")
+        assert client.attempt == 0 and agent.link.state.connects >= 2
+    finally:
+        agent.stop()
+
+
+def test_a_command_sent_while_the_device_is_away_waits_for_it(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/events"]).wait_subscribed()
+    cfg = write_agent_config(tmp_path / "device.toml", port=mosquitto.port, artifact=artifact,
+                             data_dir=tmp_path / "data", fleet=fleet, device="away-1")
+    agent = Agent(load_config(cfg))
+    agent.start()
+    assert agent.link.wait_connected(10)
+    wait_for(lambda: any(e["type"] == "agent_started" for e in col.json()), 10, "started")
+    agent.stop()  # clean stop; the broker keeps the session (session_expiry_s)
+    col.client.publish(f"edge/{fleet}/devices/away-1/cmd", json.dumps({"cmd": "ping", "id": "late"}),
+                       qos=1).wait_for_publish(5)
+    agent = Agent(load_config(cfg))
+    agent.start()
+    try:
+        wait_for(lambda: [e for e in col.json() if e["type"] == "pong" and e["cmd_id"] == "late"], 10,
+                 "the pong for a ping sent while the device was offline")
+    finally:
+        agent.stop()
+        col.close()
