@@ -77,6 +77,9 @@ class Agent:
         store = ModelStore(self.data_dir)
         ref = store.ensure(self.cfg.model.artifact)
         self.model_ref = ref
+        self.store = store
+        for old in store.prune(self.cfg.updates.keep_versions):
+            log.info("pruned %s version %s (keep_versions = %d)", old.name, old.version, self.cfg.updates.keep_versions)
         self.runtime = edge_runtime.load(store.path(ref), **self.cfg.runtime_options())
         subscribe = getattr(self.runtime, "subscribe", None)
         if callable(subscribe):

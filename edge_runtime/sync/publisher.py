@@ -15,6 +15,7 @@ history.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -46,6 +47,8 @@ class Publisher:
         self._live_cursor = 0
         self._live_credit = 0.0
         self._reconnected = False
+        self._put_counter = itertools.count(1)
+        self._puts = 0  # last notify() number, so a put racing the idle check is never missed
         self._done: list[int] = []  # acknowledged seqs not yet deleted
         self._last_delete = time.monotonic()
         self._caught_up = True  # the last read returned everything there was
@@ -60,6 +63,7 @@ class Publisher:
     # -- called from other threads ------------------------------------------------------------
     def notify(self) -> None:
         """A message was put into the outbox."""
+        self._puts = next(self._put_counter)  # atomic under the GIL, unlike += 1
         self.idle.clear()
         self._wake.set()
 
@@ -110,6 +114,7 @@ class Publisher:
         while not self._stop.is_set():
             self._wake.wait(DELETE_EVERY_S if self._done else 0.5)
             self._wake.clear()
+            puts = self._puts  # idle only if no put happened since this point
             try:
                 self._process_acks()
                 if self.link.connected:
@@ -117,7 +122,7 @@ class Publisher:
                 if self._done and (not self._inflight or len(self._done) >= DELETE_BATCH
                                    or time.monotonic() - self._last_delete >= DELETE_EVERY_S):
                     self._delete_acked()
-                if not self._inflight and not self._done and self.outbox.depth() == 0:
+                if not self._inflight and not self._done and self.outbox.depth() == 0 and puts == self._puts:
                     self.idle.set()
             except Exception as exc:  # keep draining whatever happens; the outbox keeps the data
                 if self.outbox.closed:
