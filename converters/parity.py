@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bench.measure import stats_from_ns, time_calls
+from edge_runtime.bench.runner import time_model
 
 LATENCY_RUNS = 300
 LATENCY_WARMUP = 30
@@ -69,13 +69,13 @@ def measure(runtime: Any, model: Any, rows: Any, threshold: float) -> dict[str, 
 
 
 def latency(model: Any, rows: Any) -> tuple[float, float]:
-    """p50 and mean ms of one backend call on one row: what ``edge-runtime bench`` times.
+    """p50 and mean ms of one backend call on one row, measured by ``edge-runtime bench``'s own
+    code (``time_model``: the same feeds preparation and timing loop), so the choice of
+    ``--quantize auto`` is the one bench would show.
 
     ``model`` is an ``edge_runtime.model.LoadedModel``.
     """
-    feeds, _ = model.adapter.feeds_batch(rows.iloc[:1])
-    run = model.backend.run
-    stats = stats_from_ns(time_calls(lambda: run(feeds), LATENCY_RUNS, LATENCY_WARMUP))
+    stats = time_model(model, rows.iloc[:1], runs=LATENCY_RUNS, warmup=LATENCY_WARMUP)
     return stats.p50_ms, stats.mean_ms
 
 

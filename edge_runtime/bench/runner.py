@@ -169,7 +169,12 @@ def bench(paths: Sequence[str | Path], settings: BenchSettings, *, rows: Rows | 
     if not any(meas.peak_is_per_measurement for run in runs for meas in run.measurements):
         notes.append("peak RSS is the process peak since start (this OS cannot reset it); use --isolate "
                      "for each artifact's own peak")
-    return BenchReport(device=device_info(list(settings.threads)), settings=settings.to_dict(),
+    device = device_info(list(settings.threads))
+    load, usable = device.get("load_avg_1m"), device.get("cores_usable") or 1
+    if load is not None and load > usable:
+        notes.append(f"load average {load} on {usable} usable cores: other processes competed for the CPU "
+                     "during this run, so latencies (tails first) are noisier than on a quiet device")
+    return BenchReport(device=device, settings=settings.to_dict(),
                        timer_overhead_ns=overhead, started_at=started,
                        results=[meas for run in runs for meas in run.measurements], notes=notes)
 

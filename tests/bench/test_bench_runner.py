@@ -141,3 +141,4 @@ def test_time_model_is_what_bench_measures_for_a_loaded_model(bench_artifacts: d
         assert s.runs == 25 and s.batch_size == 4 and 0 < s.min_ms <= s.p50_ms <= s.max_ms
     finally:
         model.close()
+
