@@ -77,6 +77,7 @@ class MqttLink:
         self._on_connect, self._on_disconnect = on_connect, on_disconnect
         self._on_publish, self._on_message = on_publish, on_message
         self._connected_evt = threading.Event()
+        self.subscribed = threading.Event()  # set when the broker granted the last subscribe
         c = JitteredClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         c.reconnect_base_s, c.reconnect_cap_s = cfg.reconnect_min_s, cfg.reconnect_max_s
         # our publisher keeps its own window; paho's must be at least as large so it never
@@ -99,6 +100,7 @@ class MqttLink:
         c.on_disconnect = self._handle_disconnect
         c.on_publish = self._handle_publish
         c.on_message = self._handle_message
+        c.on_subscribe = self._handle_subscribe
         self.client = c
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -137,6 +139,7 @@ class MqttLink:
 
     def subscribe(self, topics: list[str], qos: int = 1) -> None:
         if topics:
+            self.subscribed.clear()
             self.client.subscribe([(t, qos) for t in topics])
 
     # -- paho callbacks (network thread) ------------------------------------------------------
@@ -175,6 +178,12 @@ class MqttLink:
         ok = not getattr(reason_code, "is_failure", False)
         if self._on_publish:
             self._on_publish(mid, ok, str(reason_code))
+
+    def _handle_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:
+            self._error(f"broker refused a command subscription: {', '.join(refused)}")
+        self.subscribed.set()
 
     def _handle_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message:

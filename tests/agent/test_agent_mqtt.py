@@ -187,7 +187,9 @@ def test_agent_killed_with_events_queued_sends_them_after_restart(
 def test_outbox_limit_drops_are_counted_and_reported(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
     fleet = _fleet()
     mosquitto.kill()
-    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, outbox_max_mb=0.01, outbox_events_max_mb=0.02)
+    # reconnects wait 0.5-1 s: time for the subscriber to be there before the drain starts
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, outbox_max_mb=0.01, outbox_events_max_mb=0.02,
+                   reconnect_min_s=1.0, reconnect_max_s=1.0)
     agent.start()
     try:
         n = 300
@@ -205,6 +207,7 @@ def test_outbox_limit_drops_are_counted_and_reported(tmp_path: Path, mosquitto: 
         mosquitto.start()
         col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/#"]).wait_subscribed()
         wait_for(lambda: {m.id for m in remaining} <= col.ids("events"), 20, "surviving events")
+        wait_for(lambda: agent.outbox.depth() == 0, 10, "outbox drained")  # else the snapshot would not fit
         agent.publish_metrics()
         wait_for(lambda: col.json("metrics") and [e for e in col.json("events") if e["type"] == "outbox_overflow"],
                  10, "metrics and overflow event")
@@ -225,7 +228,7 @@ def test_ping_from_device_group_and_fleet_topics_and_unknown_commands(
     try:
         wait_for(lambda: agent.link.connected, 10, "agent connected")
         wait_for(lambda: any(e["type"] == "agent_started" for e in col.json()), 10, "started event")
-        time.sleep(0.2)  # let the agent's subscriptions settle before sending commands
+        assert agent.link.subscribed.wait(10)  # the broker granted the command subscriptions
         topics = [f"edge/{fleet}/devices/d7/cmd", f"edge/{fleet}/groups/eu/cmd", f"edge/{fleet}/all/cmd",
                   f"edge/{fleet}/groups/us/cmd"]
         for i, t in enumerate(topics):
@@ -234,9 +237,10 @@ def test_ping_from_device_group_and_fleet_topics_and_unknown_commands(
         col.client.publish(topics[0], json.dumps({"cmd": "selfdestruct", "id": "x"}), qos=1)
         col.client.publish(topics[0], b"not json", qos=1)
         wait_for(lambda: len([e for e in col.json() if e["type"] == "cmd_rejected"]) >= 2, 10, "rejections")
-        wait_for(lambda: len([e for e in col.json() if e["type"] == "pong"]) >= 3, 10, "pongs")
-        time.sleep(0.3)
-        pongs = [e for e in col.json() if e["type"] == "pong"]
+        # commands run one at a time in arrival order: once this one is answered, all were
+        col.client.publish(topics[0], json.dumps({"cmd": "ping", "id": "last"}), qos=1)
+        wait_for(lambda: [e for e in col.json() if e["type"] == "pong" and e["cmd_id"] == "last"], 10, "pongs")
+        pongs = [e for e in col.json() if e["type"] == "pong" and e["cmd_id"] != "last"]
         assert sorted(p["cmd_id"] for p in pongs) == ["c0", "c1", "c2"]  # not the other group, not twice
         assert {p["echo"] for p in pongs} == {0, 1, 2}
         reasons = [e["reason"] for e in col.json() if e["type"] == "cmd_rejected"]
