@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     port = 8080 if port is None else port
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a TCP port (0-65535)")
+    print(f"edge-runtime serve: http://{host or '127.0.0.1'}:{port} model version {rt.model_version} "
+          f"({'ready' if rt.health()['ready'] else 'NOT READY: ' + '; '.join(rt.health()['reasons'])})",
+          flush=True)
     try:
         uvicorn.run(create_app(rt), host=host or "127.0.0.1", port=port, log_level="warning",
                     access_log=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 import edge_runtime
-from edge_runtime.http.app import create_app
+from edge_runtime.http import BackgroundServer, start_background
 from tests.conftest import run_cli, write_fake_artifact
-
-pytestmark = pytest.mark.xdist_group("http")
 
 
 def free_port() -> int:
@@ -31,24 +27,18 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, rt: edge_runtime.Runtime) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+    """The server the device agent starts (``edge_runtime.http.start_background``), on a free port."""
 
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        end = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < end, "server did not start"
-            time.sleep(0.02)
-        return self
+    def __init__(self, rt: edge_runtime.Runtime) -> None:
+        self.rt = rt
+
+    def __enter__(self) -> BackgroundServer:
+        self.server = start_background(self.rt, port=0)
+        return self.server
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
+        self.server.stop()
+        assert not self.server.alive
 
 
 @pytest.fixture(scope="module")
@@ -165,14 +155,14 @@ def test_openapi_property_run_finds_no_server_error(served: tuple[str, edge_runt
             continue  # nothing to get wrong in a request without parameters or body
 
         @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
-        @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def run(case: schemathesis.Case) -> None:
             nonlocal calls
             calls += 1
             case.call_and_validate(base_url=url, checks=checks, timeout=10)
 
         run()
-    assert calls >= 50  # the run really exercised the API
+    assert calls >= 40  # the run really exercised the API
 
 
 @pytest.mark.slow
