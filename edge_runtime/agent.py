@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +69,7 @@ class Agent:
         self._last_state_write = 0.0
         self.commands: dict[str, CommandHandler] = {"ping": self._cmd_ping}
         self._reported_drops = {"metrics": 0, "events": 0}
+        self.store_errors = 0  # messages that could not be written to the outbox (disk full, I/O error)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -174,7 +176,7 @@ class Agent:
         from edge_runtime.sync.mqtt import json_bytes
 
         doc = self._envelope(type=type, **data)
-        mid = self.outbox.put("events", json_bytes(doc), kind="event", msg_id=doc["id"])
+        mid = self._put("events", json_bytes(doc), "event", doc["id"])
         if self.publisher is not None:
             self.publisher.notify()
         return mid
@@ -193,7 +195,7 @@ class Agent:
         if self.runtime is not None:
             snap["health"] = self.runtime.health()
         if self.outbox is not None:
-            snap["outbox"] = self.outbox.stats()
+            snap["outbox"] = {**self.outbox.stats(), "store_errors": self.store_errors}
         if self.publisher is not None:
             snap["mqtt"] = {**self.publisher.stats(), "connects": self.link.state.connects}
         return snap
@@ -204,11 +206,21 @@ class Agent:
         from edge_runtime.sync.mqtt import json_bytes
 
         doc = self._envelope(**self.metrics_snapshot())
-        mid = self.outbox.put("metrics", json_bytes(doc), kind="metrics", msg_id=doc["id"])
+        mid = self._put("metrics", json_bytes(doc), "metrics", doc["id"])
         if self.publisher is not None:
             self.publisher.notify()
         self._report_drops()
         return mid
+
+    def _put(self, topic: str, payload: bytes, kind: str, msg_id: str) -> str | None:
+        """Queue durably; a full or failing disk is logged and counted, never raised at the caller."""
+        assert self.outbox is not None
+        try:
+            return self.outbox.put(topic, payload, kind=kind, msg_id=msg_id)
+        except sqlite3.Error as exc:
+            self.store_errors += 1
+            log.error("cannot queue a %s message in %s: %s", kind, self.outbox.path, exc)
+            return None
 
     def _report_drops(self) -> None:
         """Drops are in every metrics snapshot; a new event drop is also reported as an event."""

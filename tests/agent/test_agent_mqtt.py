@@ -384,3 +384,17 @@ def test_a_command_sent_while_the_device_is_away_waits_for_it(
     finally:
         agent.stop()
         col.close()
+
+
+def test_a_failing_disk_is_counted_not_raised_at_the_caller(tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    agent = _agent(tmp_path, mosquitto, artifact)
+    agent.start()
+    try:
+        agent.outbox._db.execute("PRAGMA query_only = 1")  # every write now fails like a full disk
+        assert agent.event("lost_one") is None
+        assert agent.store_errors == 1
+        agent.outbox._db.execute("PRAGMA query_only = 0")
+        assert agent.event("kept") is not None
+        assert agent.metrics_snapshot()["outbox"]["store_errors"] == 1
+    finally:
+        agent.stop()
