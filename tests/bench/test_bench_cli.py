@@ -22,6 +22,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow  # end to end in fresh interpreters
 def test_json_csv_and_plot_from_a_sweep(bench_artifacts: dict[str, Path], tmp_path: Path) -> None:
     fp32, int8 = str(bench_artifacts["fp32"]), str(bench_artifacts["int8"])
     hist, png = tmp_path / "history.csv", tmp_path / "latency.png"
@@ -38,6 +39,7 @@ def test_json_csv_and_plot_from_a_sweep(bench_artifacts: dict[str, Path], tmp_pa
     assert width >= 800 and height >= 300
 
 
+@pytest.mark.slow  # end to end in fresh interpreters
 def test_table_isolated_with_input_and_labels(bench_artifacts: dict[str, Path], tmp_path: Path,
                                              iris_rows: tuple[list[list[float]], list[int]]) -> None:
     X, y = iris_rows
@@ -127,6 +129,7 @@ def test_wrong_backend_and_wrong_rows_in_process(bench_artifacts: dict[str, Path
     assert "expected 4 values per row" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end in fresh interpreters
 def test_progress_bar_on_a_terminal_only(bench_artifacts: dict[str, Path]) -> None:
     """stderr on a pseudo-terminal gets a tqdm bar during a 1.5 s run; a pipe gets none."""
     import os
