@@ -68,9 +68,9 @@ def _int_list(minimum: int):  # type: ignore[no-untyped-def]
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench", help="measure load time, latency, throughput and memory of artifacts on this device",
-        description="Benchmark one or more artifacts (ONNX and TFLite alike) on this device: load time, "
-        "first inference, latency percentiles, throughput, memory and file size, with a device header. "
-        "With several artifacts (e.g. fp32, fp16 and int8 of one model) adds their agreement with the "
+        description="Benchmark one or more artifacts (ONNX and TFLite alike) on this device: load time,\n"
+        "first inference, latency percentiles, throughput, memory and file size, with a device header.\n"
+        "With several artifacts (e.g. fp32, fp16 and int8 of one model) adds their agreement with the\n"
         "first on the same rows, and accuracy with --labels.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", metavar="DIR", help="artifact directories; the first is the reference")
