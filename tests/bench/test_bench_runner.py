@@ -83,9 +83,9 @@ def test_predict_mode_duration_and_regression(bench_artifacts: dict[str, Path]) 
     report = bench([bench_artifacts["regression"]], s)
     assert [m.batch_size for m in report.results] == [1, 4]
     for m in report.results:
-        assert m.mode == "predict" and m.latency.runs > 10 and m.quantization == "none"
-        total_s = m.samples_ns.sum() / 1e9
-        assert total_s < 0.1 + 0.05  # timed calls fit in the duration (plus one call)
+        assert m.mode == "predict" and m.latency.runs >= 2 and m.quantization == "none"
+        # every call but the last ended before the deadline, so together they fit in the duration
+        assert m.samples_ns[:-1].sum() / 1e9 < 0.1
 
 
 def test_json_round_trip(bench_artifacts: dict[str, Path]) -> None:
