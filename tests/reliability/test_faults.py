@@ -239,3 +239,49 @@ def test_subscriber_errors_do_not_reach_predict(fake_artifact: Path) -> None:
         rt.flush()
         assert rt.health()["live"] is True
         json.dumps(rt.metrics())  # plain, serialisable
+
+
+def test_device_config_runtime_section_reaches_the_runtime(tmp_path: Path) -> None:
+    art = write_fake_artifact(tmp_path / "m")
+    cfg = tmp_path / "device.toml"
+    cfg.write_text(f"""
+[device]
+id = "t1"
+fleet = "test"
+data_dir = "{tmp_path / 'data'}"
+
+[model]
+artifact = "{art}"
+
+[runtime]
+fallback_default = 42.0
+timeout_ms = 50
+breaker_failures = 2
+breaker_cooldown_s = 5
+cache_size = 16
+cache_ttl_s = 10
+log_path = "{tmp_path / 'pred.jsonl'}"
+log_sample_rate = 0.5
+drift_method = "js"
+""")
+    with edge_runtime.load(config=cfg) as rt:
+        o = rt.options
+        assert (o.fallback_default, o.timeout_ms, o.breaker_failures, o.cache_size, o.drift_method) == \
+            (42.0, 50, 2, 16, "js")
+        rt.model.backend.fail = RuntimeError("down")
+        p = rt.predict(ROW)
+        assert (p.source, p.value, p.reason) == ("fallback", 42.0, "backend_error")
+    bad = cfg.read_text().replace('drift_method = "js"', 'drift_method = "kl"')
+    cfg.write_text(bad)
+    with pytest.raises(ConfigError, match="drift_method"):
+        edge_runtime.load(config=cfg)
+
+
+def test_broken_fallback_artifact_does_not_stop_the_model(tmp_path: Path) -> None:
+    primary = write_fake_artifact(tmp_path / "big")
+    with edge_runtime.load(primary, fallback_artifact=str(tmp_path / "missing"), fallback_default=-1.0) as rt:
+        assert rt.predict(ROW).source == "model"
+        h = rt.health()
+        assert h["ready"] is True and "no such artifact directory" in h["fallback"]["error"]
+        rt.model.backend.fail = RuntimeError("down")
+        assert rt.predict(ROW).value == -1.0

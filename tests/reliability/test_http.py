@@ -175,7 +175,7 @@ def test_serve_command_starts_the_server(tmp_path: Path) -> None:
     d = write_fake_artifact(tmp_path / "m")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", str(d), "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         end = time.monotonic() + 20
         while True:
@@ -183,14 +183,15 @@ def test_serve_command_starts_the_server(tmp_path: Path) -> None:
                 r = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
                 break
             except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert proc.poll() is None, proc.communicate()[0]
                 assert time.monotonic() < end, "serve did not come up"
                 time.sleep(0.1)
         assert r.status_code == 200
         assert httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": {"a": 1, "b": 2}}).json()["value"] == 3
     finally:
         proc.terminate()
-        proc.wait(10)
+        out = proc.communicate(timeout=10)[0]
+    assert f"http://127.0.0.1:{port} model version 1 (ready)" in out
 
 
 def test_serve_command_bad_target_is_one_line() -> None:
