@@ -443,17 +443,17 @@ class Runtime:
             return self._fallback_batch(st, rows, feeds, n, reason, t0)
         breaker.success()
         values, proba = model.decoder.decode(outs)
+        plist: list[Any] = [None] * n if proba is None else proba.tolist()  # one conversion, not n
         if self._fallback.last_good is not None:
             for i, k in enumerate(row_keys(feeds, n)):
-                self._fallback.remember(k, values[i], None if proba is None else proba[i], st.version)
+                self._fallback.remember(k, values[i], plist[i], st.version)
         dt = _now_ns() - t0
         ms = dt / 1e6
         self._metrics.record(st.k_model, dt / 1e9, n)
         if self._drift is not None:
             self._bg.submit(self._drift_add, self._drift, st, None, feeds, values)
         version, classes = st.version, st.classes
-        preds = [Prediction(v, "model", version, ms, None if proba is None else proba[i], classes)
-                 for i, v in enumerate(values)]
+        preds = [Prediction(v, "model", version, ms, p, classes) for v, p in zip(values, plist, strict=True)]
         self._log_batch(st, preds, feeds)
         return preds
 
