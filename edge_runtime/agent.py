@@ -114,7 +114,8 @@ class Agent:
         """Clean stop: report it, flush what the broker takes in time, mark offline, close."""
         if self._stop.is_set():
             return
-        self.event("agent_stopping", uptime_s=round(time.time() - self.started_at, 3))
+        if self._timer is not None:  # start() completed
+            self.event("agent_stopping", uptime_s=round(time.time() - self.started_at, 3))
         self._stop.set()
         if self._timer is not None:
             self._timer.join(2)
