@@ -230,14 +230,66 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def _fix_fp16_casts(model: Any) -> int:
+    """After onnxconverter-common's float16 pass, point Cast nodes at the type the pass gave
+    their output. skl2onnx graphs hold Cast(... -> float) nodes before the first MatMul; the
+    pass records their outputs as float16 but leaves ``to=FLOAT``, and the model fails to load
+    ("Type parameter (T) of Optype (MatMul) bound to different types")."""
+    import onnx
+
+    half = onnx.TensorProto.FLOAT16
+    declared = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    half_inits = {t.name for t in model.graph.initializer if t.data_type == half}
+    feeds_half = {i for n in model.graph.node if any(x in half_inits for x in n.input) for i in n.input}
+    fixed = 0
+    for node in model.graph.node:
+        if node.op_type != "Cast" or not (declared.get(node.output[0]) == half or node.output[0] in feeds_half):
+            continue
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                attr.i = onnx.TensorProto.FLOAT16
+                fixed += 1
+    return fixed
+
+
+def _drop_input_casts(model: Any) -> int:
+    """Remove Cast nodes that cast a graph input to the type it already has (skl2onnx starts
+    graphs with Cast(float -> float)). Left in, onnxconverter-common's cast clean-up wires the
+    first MatMul straight to the float32 input next to float16 weights."""
+    inputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    dropped = 0
+    for node in list(model.graph.node):
+        if node.op_type != "Cast" or node.input[0] not in inputs or node.output[0] in outputs:
+            continue
+        if next((a.i for a in node.attribute if a.name == "to"), None) != inputs[node.input[0]]:
+            continue
+        model.graph.node.remove(node)
+        for other in model.graph.node:
+            for i, name in enumerate(other.input):
+                if name == node.output[0]:
+                    other.input[i] = node.input[0]
+        dropped += 1
+    return dropped
+
+
 def _worker(job: dict[str, Any]) -> dict[str, Any]:
     mode, src, dst, feeds = job["mode"], job["src"], job["dst"], job["feeds"]
     notes: list[str] = []
     if mode == "fp16":
+        import warnings
+
         import onnx
         from onnxconverter_common import float16
 
-        model = float16.convert_float_to_float16(onnx.load(src), keep_io_types=True)
+        model = onnx.load(src)
+        if _drop_input_casts(model):
+            notes.append("removed skl2onnx's no-op input Cast before the float16 pass")
+        with warnings.catch_warnings():  # "float32 number ... will be truncated": expected for fp16
+            warnings.simplefilter("ignore")
+            model = float16.convert_float_to_float16(model, keep_io_types=True)
+        if _fix_fp16_casts(model):
+            notes.append("retargeted Cast(-> float) nodes feeding float16 math to float16")
         onnx.save(model, dst)
         try:
             _check_runs(dst, feeds)

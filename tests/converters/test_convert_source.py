@@ -127,5 +127,5 @@ def test_corrupted_model_file(damage: str, registered: Any, store: Any, tmp_path
     f = local / "model.skops"
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00not a model" * 50)
-    with pytest.raises(ConversionError, match="cannot load the scikit-learn model .* corrupted or truncated"):
+    with pytest.raises(ConversionError, match=r"cannot load the scikit-learn model .* corrupted or truncated"):
         _convert(str(local), tmp_path / "a", store)
