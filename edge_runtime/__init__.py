@@ -17,7 +17,7 @@ from edge_runtime.errors import (
     UnsupportedModel,
 )
 from edge_runtime.manifest import Manifest, read_manifest, verify_artifact
-from edge_runtime.prediction import Prediction
+from edge_runtime.prediction import Prediction, PredictionBatch
 from edge_runtime.runtime import Runtime, RuntimeOptions, load
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __all__ = [
     "Manifest",
     "ModelLoadError",
     "Prediction",
+    "PredictionBatch",
     "Runtime",
     "RuntimeOptions",
     "UnsupportedModel",

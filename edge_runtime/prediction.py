@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -66,3 +67,67 @@ class Prediction:
         extra = f", reason={self.reason!r}" if self.reason else ""
         return (f"Prediction(value={self.value!r}, source={self.source!r}, "
                 f"model_version={self.model_version!r}, latency_ms={self.latency_ms:.3f}{extra})")
+
+
+class PredictionBatch(Sequence[Prediction]):
+    """What ``predict_batch`` returns: a sequence of ``Prediction``, one per row, built on access.
+
+    Building hundreds of objects would cost more than the inference of a small model, so the
+    batch keeps the arrays and makes a ``Prediction`` only when a row is read. Vectorised
+    callers use ``values`` and ``probabilities`` directly.
+
+    >>> ps = rt.predict_batch(rows)                        # doctest: +SKIP
+    >>> ps[0].value, len(ps), ps.values, ps.probabilities  # doctest: +SKIP
+    """
+
+    __slots__ = ("_classes", "_proba", "_reasons", "_sources", "_values", "latency_ms", "model_version", "source")
+
+    def __init__(self, values: list[Any], source: str, model_version: str | None, latency_ms: float,
+                 proba: np.ndarray | None = None, classes: tuple[Any, ...] | None = None,
+                 reason: str | None = None) -> None:
+        self._values = values
+        self.source = source  # every row of a batch comes from the same place
+        self.model_version = model_version
+        self.latency_ms = latency_ms  # of the whole batch
+        self._proba = proba
+        self._classes = classes
+        self._reasons = reason
+
+    @property
+    def values(self) -> list[Any]:
+        return self._values
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """Rows x classes, columns in the order of ``classes``; None for regressors."""
+        return self._proba
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        return self._classes
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @overload
+    def __getitem__(self, i: int) -> Prediction: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Prediction]: ...
+
+    def __getitem__(self, i: int | slice) -> Prediction | list[Prediction]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = self._values[i]  # raises IndexError as a list would; negative indices work
+        if i < 0:
+            i += len(self._values)
+        return Prediction(row, self.source, self.model_version, self.latency_ms,
+                          None if self._proba is None else self._proba[i], self._classes, self._reasons)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        for i in range(len(self._values)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (f"PredictionBatch({len(self)} rows, source={self.source!r}, "
+                f"model_version={self.model_version!r}, latency_ms={self.latency_ms:.3f})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from edge_runtime.manifest import Manifest, read_manifest
 from edge_runtime.metrics import RuntimeMetrics
 from edge_runtime.microbatch import MicroBatcher
 from edge_runtime.model import LoadedModel
-from edge_runtime.prediction import Prediction
+from edge_runtime.prediction import Prediction, PredictionBatch
 from edge_runtime.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
@@ -395,7 +396,7 @@ class Runtime:
             return f"inference overran timeout_ms={self.options.timeout_ms}"
         return reason.replace("_", " ")
 
-    def predict_batch(self, rows: Any) -> list[Prediction]:
+    def predict_batch(self, rows: Any) -> Sequence[Prediction]:
         """Predict many rows: a 2-D array, a list of dicts or rows, or a pandas DataFrame.
 
         Rows are validated together (the first bad row raises ``InvalidInput``); the model runs
@@ -443,22 +444,28 @@ class Runtime:
             return self._fallback_batch(st, rows, feeds, n, reason, t0)
         breaker.success()
         values, proba = model.decoder.decode(outs)
-        plist: list[Any] = [None] * n if proba is None else proba.tolist()  # one conversion, not n
         if self._fallback.last_good is not None:
+            plist: list[Any] = [None] * n if proba is None else proba.tolist()  # one conversion, not n
             for i, k in enumerate(row_keys(feeds, n)):
                 self._fallback.remember(k, values[i], plist[i], st.version)
         dt = _now_ns() - t0
         ms = dt / 1e6
         self._metrics.record(st.k_model, dt / 1e9, n)
         if self._drift is not None:
-            self._bg.submit(self._drift_add, self._drift, st, None, feeds, values)
-        version, classes = st.version, st.classes
-        preds = [Prediction(v, "model", version, ms, p, classes) for v, p in zip(values, plist, strict=True)]
+            # The drift window is a sample of the traffic: a large batch contributes an even
+            # stride of at most drift_chunk rows, so scoring never costs more than inference.
+            step = -(-n // self.options.drift_chunk)
+            if step > 1:
+                sample = {k: v[::step] for k, v in feeds.items()}
+                self._bg.submit(self._drift_add, self._drift, st, None, sample, values[::step])
+            else:
+                self._bg.submit(self._drift_add, self._drift, st, None, feeds, values)
+        preds = PredictionBatch(values, "model", st.version, ms, proba, st.classes)
         self._log_batch(st, preds, feeds)
         return preds
 
     def _fallback_batch(self, st: _Serving, rows: Any, feeds: Any, n: int | None, reason: str,
-                        t0: int) -> list[Prediction]:
+                        t0: int) -> Sequence[Prediction]:
         if n is None:
             try:
                 n = len(rows)
@@ -491,12 +498,13 @@ class Runtime:
         self._plog.offer((time.time(), st.version, source, reason, ms, row, value, prow))  # type: ignore[union-attr]
         self._bg.wake()
 
-    def _log_batch(self, st: _Serving, preds: list[Prediction], feeds: Any) -> None:
+    def _log_batch(self, st: _Serving, preds: Sequence[Prediction], feeds: Any) -> None:
         plog = self._plog
         if plog is None:
             return
-        for i, p in enumerate(preds):
+        for i in range(len(preds)):
             if plog.sample():
+                p = preds[i]
                 row = None
                 if feeds is not None:
                     row = ({k: v[i:i + 1] for k, v in feeds.items()} if not st.tensor

@@ -175,14 +175,26 @@ def test_drift_above_threshold_on_shifted_data_raises_one_event(drift_artifact: 
 def test_drift_js_method_and_batch_rows(drift_artifact: tuple[Path, np.ndarray]) -> None:
     d, live = drift_artifact
     with edge_runtime.load(d, drift_method="js", drift_threshold=0.05, drift_window=300) as rt:
-        rt.predict_batch(live[:300] * np.array([1.0, 3.0]))
+        for start in (0, 100, 200):  # batches up to drift_chunk rows go to the window whole
+            rt.predict_batch(live[start:start + 100] * np.array([1.0, 3.0]))
         rep = rt.drift()
         assert rep["method"] == "js" and rep["window_rows"] == 300 and rep["drifted"][:1] == ["b"]
+
+
+def test_a_large_batch_gives_drift_an_even_sample(drift_artifact: tuple[Path, np.ndarray]) -> None:
+    d, live = drift_artifact
+    with edge_runtime.load(d, drift_window=1000, drift_chunk=50, drift_min_rows=10) as rt:
+        batch = np.resize(live, (400, live.shape[1])) * np.array([1.0, 3.0])
+        assert len(rt.predict_batch(batch)) == 400
+        rep = rt.drift()
+        assert rep["window_rows"] == 50  # every 8th row of 400: scoring stays cheaper than inference
+        assert rep["drifted"][:1] == ["b"]
 
 
 def test_drift_without_reference_says_why(fake_artifact: Path) -> None:
     with edge_runtime.load(fake_artifact) as rt:
         assert rt.drift() == {"enabled": False, "reason": "the manifest has no reference histograms"}
+
 
 def test_categorical_prediction_reference_in_the_converter_spelling() -> None:
     from edge_runtime.drift import DriftMonitor
