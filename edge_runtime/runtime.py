@@ -755,6 +755,16 @@ def _backend_options(options: RuntimeOptions) -> BackendOptions:
     return BackendOptions(threads=options.threads)
 
 
+def _active_in_store(data_dir: str | Path) -> Path | None:
+    if not (Path(data_dir) / "models").is_dir():
+        return None  # no agent has run here: nothing to prefer, and nothing to create
+    from edge_runtime.store import ModelStore
+
+    store = ModelStore(data_dir)
+    ref = store.active()
+    return store.path(ref) if ref is not None and store.has(ref) else None
+
+
 def load(path: str | Path | None = None, *, config: str | Path | None = None, **options: Any) -> Runtime:
     """Load an artifact directory and return a Runtime.
 
@@ -768,7 +778,8 @@ def load(path: str | Path | None = None, *, config: str | Path | None = None, **
         from edge_runtime.config import load_config  # the device agent's config
 
         cfg = load_config(config)
-        path = path or cfg.model.artifact
+        # the version the agent last activated (an update may have replaced the configured one)
+        path = path or _active_in_store(cfg.device.data_dir) or cfg.model.artifact
         options = {**cfg.runtime_options(), **options}
     if path is None:
         raise ConfigError("load() needs an artifact directory or config=")

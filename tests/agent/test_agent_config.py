@@ -104,3 +104,23 @@ def test_run_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path, cli) -> No
     r = cli("run", "--config", str(p))
     assert r.returncode == 2
     assert "mqtt.metrics_interval_s" in r.stderr and str(p) in r.stderr and "below the minimum" in r.stderr
+
+
+def test_load_with_a_config_serves_the_version_the_store_has_active(tmp_path: Path) -> None:
+    import edge_runtime
+    from edge_runtime.store import ModelStore
+    from tests.conftest import write_fake_artifact
+
+    v1 = write_fake_artifact(tmp_path / "v1", version="1", weights=[[1.0], [1.0]])
+    v2 = write_fake_artifact(tmp_path / "v2", version="2", weights=[[2.0], [2.0]])
+    data = tmp_path / "data"
+    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{data}"\n[model]\nartifact = "{v1}"\n')
+    # before any agent ran: the configured artifact, and nothing is created in data_dir
+    with edge_runtime.load(config=cfg) as rt:
+        assert rt.model_version == "1"
+    assert not data.exists()
+    store = ModelStore(data)
+    store.ensure(v1)
+    store.activate(store.install(v2))  # what an update does
+    with edge_runtime.load(config=cfg) as rt:
+        assert rt.model_version == "2" and rt.predict([1.0, 1.0]).value == 4.0
