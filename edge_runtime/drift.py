@@ -1,11 +1,7 @@
 """Drift of live inputs and predictions against the manifest's reference histograms.
 
-Reference format (``manifest.reference``; ``build_reference`` makes it from calibration data)::
-
-    {"rows": 500, "bins": 10,
-     "features": {"tenure": {"edges": [e0, ..., eB], "counts": [c1, ..., cB]}, ...},
-     "prediction": {"edges": [...], "counts": [...]}            # regression
-                 | {"classes": ["a", "b"], "counts": [..]}}    # classification
+Reference format: ``edge_runtime/reference.py`` (``build_reference`` makes it from
+calibration data; ``edge-convert`` writes it into every manifest).
 
 Live values are binned with the same edges (values outside go to the first/last bin) over a
 sliding window of the last ``drift_window`` rows. Scores per feature and for the prediction:
@@ -31,33 +27,6 @@ import numpy as np
 METHODS = ("psi", "js", "ks")
 DEFAULT_THRESHOLDS = {"psi": 0.2, "js": 0.1, "ks": 0.2}
 _EPS = 1e-4
-
-
-def build_reference(x: np.ndarray, feature_names: Sequence[str], predictions: Sequence[Any] | None = None,
-                    *, classes: Sequence[Any] | None = None, bins: int = 10) -> dict[str, Any]:
-    """The ``reference`` manifest entry from calibration rows (numeric features) and predictions."""
-    x = np.asarray(x, dtype=float)
-    ref: dict[str, Any] = {"rows": int(x.shape[0]), "bins": bins, "features": {}}
-    for j, name in enumerate(feature_names):
-        ref["features"][name] = _hist(x[:, j], bins)
-    if predictions is not None:
-        if classes:
-            labels = [str(p) for p in predictions]
-            ref["prediction"] = {"classes": list(classes),
-                                 "counts": [labels.count(str(c)) for c in classes]}
-        else:
-            ref["prediction"] = _hist(np.asarray(predictions, dtype=float).reshape(len(predictions), -1)[:, 0],
-                                      bins)
-    return ref
-
-
-def _hist(col: np.ndarray, bins: int) -> dict[str, list[float]]:
-    col = col[np.isfinite(col)]
-    edges = np.unique(np.quantile(col, np.linspace(0, 1, bins + 1))) if col.size else np.array([0.0, 1.0])
-    if edges.size < 2:
-        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    counts = np.bincount(_bin(col, edges), minlength=edges.size - 1)
-    return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
 def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -20,8 +20,8 @@ def write_onnx_artifact(out: Path, onnx_bytes: bytes, *, task: str, names: list[
     """Write model.onnx and a manifest whose smoke values are what this very file computes."""
     import onnxruntime as ort
 
-    from edge_runtime.drift import build_reference
     from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+    from edge_runtime.reference import build_reference
 
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.onnx"

@@ -30,8 +30,8 @@ def tflite_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     from sklearn.datasets import load_iris
 
     from edge_runtime.backends import open_backend
-    from edge_runtime.drift import build_reference
     from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+    from edge_runtime.reference import build_reference
 
     X, y = load_iris(return_X_y=True)
     X = X.astype(np.float32)

@@ -21,8 +21,8 @@ def iris_artifact(d: Path, *, version: str = "1", model: str = "logreg") -> tupl
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
-    from edge_runtime.drift import build_reference
     from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+    from edge_runtime.reference import build_reference
 
     data = load_iris()
     x = data.data.astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from edge_runtime.drift import build_reference
+from edge_runtime.reference import build_reference
 from tests.conftest import write_fake_artifact
 
 ROW = {"a": 1.0, "b": 2.0}
