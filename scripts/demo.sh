@@ -36,5 +36,6 @@ Done. Where everything went:
   MLflow store      $OUT/mlflow.db   (mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI)
   artifact          $OUT/artifact/   (model.onnx + manifest.json: copy this folder to the device)
   sample rows       $OUT/rows.csv
-On the device:      pip install edge-runtime && edge-runtime predict artifact --input rows.csv
+On the device:      pip install /path/to/this/repo   (the runtime only: numpy, onnxruntime, paho-mqtt)
+                    edge-runtime predict artifact --input rows.csv
 TXT

@@ -18,6 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=run)
 
 
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def summary(m: Any) -> list[tuple[str, str]]:
     q = m.quantization or {}
     par = m.parity or {}
@@ -31,7 +35,8 @@ def summary(m: Any) -> list[tuple[str, str]]:
     rows.append(("source", f"{m.source.get('uri', '?')} ({m.source.get('flavor', '?')})"))
     rows.append(("quantization", str(q.get("mode", "none"))))
     if par:
-        rows.append(("parity", ", ".join(f"{k}={v}" for k, v in par.items() if not isinstance(v, (dict, list)))))
+        rows.append(("parity", ", ".join(f"{k}={_fmt(v)}" for k, v in par.items()
+                                         if not isinstance(v, (dict, list)))))
     if m.requires:
         rows.append(("requires", ", ".join(f"{k}>={v}" for k, v in m.requires.items())))
     return rows
