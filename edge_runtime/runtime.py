@@ -380,12 +380,17 @@ class Runtime:
         if got is None:
             self._metrics.record(st.k_error, (_now_ns() - t0) / 1e9)
             raise BackendError(st.model.backend.name if st.model else "runtime",
-                               f"{self._reason_text(reason)}, and no fallback is configured "
-                               "(set fallback_default, fallback_last_good or fallback_artifact)")
+                               f"{self._reason_text(reason)}, and {self._no_fallback_text()}")
         self._metrics.count("fallback:" + reason)
         value, prow, version = got
         return self._answer(st, "fallback", st.k_fallback, value, prow, reason, t0, request_id, feeds,
                             version=version)
+
+    def _no_fallback_text(self) -> str:
+        if self._fallback.configured:
+            return ("no fallback could answer (the last-good store has no answer for this input and "
+                    "there is no working fallback_artifact or fallback_default)")
+        return "no fallback is configured (set fallback_default, fallback_last_good or fallback_artifact)"
 
     def _reason_text(self, reason: str) -> str:
         if reason == "model_not_loaded":
@@ -476,8 +481,7 @@ class Runtime:
         if got is None:
             self._metrics.record(st.k_error, (_now_ns() - t0) / 1e9, n)
             raise BackendError(st.model.backend.name if st.model else "runtime",
-                               f"{self._reason_text(reason)}, and no fallback is configured "
-                               "(set fallback_default, fallback_last_good or fallback_artifact)")
+                               f"{self._reason_text(reason)}, and {self._no_fallback_text()}")
         self._metrics.count("fallback:" + reason, n)
         dt = _now_ns() - t0
         self._metrics.record(st.k_fallback, dt / 1e9, n)
@@ -787,8 +791,12 @@ def load(path: str | Path | None = None, *, config: str | Path | None = None, **
     try:
         model = LoadedModel.open(path, _backend_options(opts), opts.backend)
     except ModelLoadError as exc:
-        if not opts.has_fallback:
+        if opts.fallback_default is None and not opts.fallback_artifact:
+            raise  # nothing could answer (a last-good store starts empty)
+        rt = Runtime(None, opts, load_error=exc, artifact_path=path)
+        if rt._fallback.default is None and rt._fallback.secondary is None:
+            rt.close()  # the fallback artifact failed to load too
             raise
         log.error("serving from the fallback: %s", exc)
-        return Runtime(None, opts, load_error=exc, artifact_path=path)
+        return rt
     return Runtime(model, opts, artifact_path=path)

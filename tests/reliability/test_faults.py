@@ -285,3 +285,17 @@ def test_broken_fallback_artifact_does_not_stop_the_model(tmp_path: Path) -> Non
         assert h["ready"] is True and "no such artifact directory" in h["fallback"]["error"]
         rt.model.backend.fail = RuntimeError("down")
         assert rt.predict(ROW).value == -1.0
+
+
+def test_load_fails_when_no_configured_fallback_can_answer(tmp_path: Path) -> None:
+    d = write_fake_artifact(tmp_path / "m")
+    (d / "model.json").write_text("{}")
+    with pytest.raises(ModelLoadError):  # a last-good store starts empty: it cannot stand in
+        edge_runtime.load(d, fallback_last_good=True)
+    with pytest.raises(ModelLoadError):  # the fallback artifact is broken too
+        edge_runtime.load(d, fallback_artifact=str(tmp_path / "missing"))
+    good = write_fake_artifact(tmp_path / "ok")
+    with edge_runtime.load(good, fallback_last_good=True) as rt:
+        rt.model.backend.fail = RuntimeError("down")
+        with pytest.raises(BackendError, match="no fallback could answer"):
+            rt.predict(ROW)

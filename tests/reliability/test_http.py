@@ -115,6 +115,11 @@ def test_health_ready_metrics_and_fallback(served: tuple[str, edge_runtime.Runti
     assert 'model_prediction_requests_total{model="fake",outcome="ok",source="model",version="7"}' in m.text
     assert "model_prediction_latency_seconds_bucket" in m.text
     assert 'model_prediction_fallbacks_total{model="fake",reason="backend_error"}' in m.text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(m.text)}  # valid exposition
+    assert families["model_prediction_latency_seconds"].type == "histogram"
+    assert families["model_prediction_requests"].type == "counter"
     spec = httpx.get(f"{url}/openapi.json").json()
     assert {"/predict", "/predict/batch", "/health", "/ready", "/metrics"} <= set(spec["paths"])
 
