@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-data", metavar="FILE", help="typical rows, for a model logged without a signature")
     p.add_argument("--candidate-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"time limit per quantization attempt in seconds (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--tflite-int8-io", action="store_true",
+                   help="with --format tflite --quantize static: int8 model inputs/outputs as well (the "
+                   "runtime still takes and returns floats); default float32 inputs/outputs")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     return p
 
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             args.source, format=args.format, quantize=args.quantize, out=args.out,
             calibration_data=args.calibration_data, max_accuracy_drop=args.max_accuracy_drop,
             tracking_uri=args.tracking_uri, name=args.name, version=args.version, n_features=args.n_features,
-            sample_data=args.sample_data, candidate_timeout=args.candidate_timeout)
+            sample_data=args.sample_data, candidate_timeout=args.candidate_timeout,
+            tflite_int8_io=args.tflite_int8_io)
     except EdgeRuntimeError as exc:
         print(f"edge-convert: error: {exc}", file=sys.stderr)
         return exit_code(exc)

@@ -150,8 +150,11 @@ def convert(source: str | Path, *, format: str = "onnx", quantize: str = "none",
             calibration_data: str | Path | None = None, max_accuracy_drop: float = 0.01,
             tracking_uri: str | None = None, name: str | None = None, version: str | None = None,
             n_features: int | None = None, sample_data: str | Path | None = None,
-            candidate_timeout: float = DEFAULT_TIMEOUT_S) -> ConversionReport:
+            candidate_timeout: float = DEFAULT_TIMEOUT_S, tflite_int8_io: bool = False) -> ConversionReport:
     """Convert an MLflow model to a verified artifact directory at ``out``.
+
+    ``tflite_int8_io``: with ``--format tflite --quantize static``, make the model's inputs and
+    outputs int8 too (the LiteRT backend still takes and returns floats).
 
     >>> convert("models:/iris/3", format="onnx", quantize="auto", out="artifacts/iris")  # doctest: +SKIP
     """
@@ -166,13 +169,15 @@ def convert(source: str | Path, *, format: str = "onnx", quantize: str = "none",
         rows = _rows(src, model, calibration_data)
         with tempfile.TemporaryDirectory(prefix="edge-convert-") as tmp:
             return _convert(src, model, rows, Path(tmp), fmt=format, quantize=quantize, out=Path(out),
-                            max_drop=max_accuracy_drop, name=name, version=version, timeout=candidate_timeout)
+                            max_drop=max_accuracy_drop, name=name, version=version, timeout=candidate_timeout,
+                            options={"tflite_int8_io": tflite_int8_io})
     finally:
         src.cleanup()
 
 
 def _convert(src: ModelSource, model: Any, rows: data.Rows, work: Path, *, fmt: str, quantize: str, out: Path,
-             max_drop: float, name: str | None, version: str | None, timeout: float) -> ConversionReport:
+             max_drop: float, name: str | None, version: str | None, timeout: float,
+             options: dict[str, Any] | None = None) -> ConversionReport:
     from edge_runtime.model import LoadedModel
     from edge_runtime.runtime import Runtime, RuntimeOptions
 
@@ -196,7 +201,7 @@ def _convert(src: ModelSource, model: Any, rows: data.Rows, work: Path, *, fmt: 
             cdir = work / f"q-{mode}"
             cdir.mkdir()
             ctx = QuantContext(fp32=exported.path, model=model, exported=exported, calibration=calibration,
-                               timeout_s=timeout)
+                               timeout_s=timeout, options=dict(options or {}))
             try:
                 path = quantizer(fmt, mode)(ctx, cdir)
                 cand.notes = list(ctx.notes)

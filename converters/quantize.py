@@ -47,6 +47,7 @@ class QuantContext:
     calibration: list[dict[str, np.ndarray]]  # feeds, one dict per batch
     timeout_s: float = DEFAULT_TIMEOUT_S
     notes: list[str] = field(default_factory=list)  # what the quantizer excluded or changed
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific, e.g. tflite_int8_io
 
 
 Quantizer = Callable[[QuantContext, Path], Path]
@@ -61,6 +62,7 @@ def register_quantizer(fmt: str, mode: str, fn: Quantizer) -> None:
 
 
 def quantizer(fmt: str, mode: str) -> Quantizer:
+    _load_format(fmt)
     found = _QUANTIZERS.get(fmt, {}).get(mode)
     if found is None:
         raise ConversionError(f"--quantize {mode} is not available for --format {fmt}",
@@ -68,7 +70,14 @@ def quantizer(fmt: str, mode: str) -> Quantizer:
     return found
 
 
+def _load_format(fmt: str) -> None:
+    """Formats other than ONNX register their quantizers in their own module, imported on use."""
+    if fmt == "tflite" and "tflite" not in _QUANTIZERS:
+        import converters.tflite_quantize  # noqa: F401
+
+
 def modes_for(fmt: str) -> list[str]:
+    _load_format(fmt)
     return sorted(_QUANTIZERS.get(fmt, {}))
 
 

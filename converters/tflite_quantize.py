@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConversionError
-
 from converters.quantize import NotApplicable, QuantContext, register_quantizer
+from edge_runtime.errors import ConversionError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ def tflite_dynamic(ctx: QuantContext, out_dir: Path) -> Path:
 
 
 def tflite_static(ctx: QuantContext, out_dir: Path) -> Path:
-    int8_io = bool(getattr(ctx, "options", {}).get("tflite_int8_io", False))
+    int8_io = bool(ctx.options.get("tflite_int8_io", False))
     path = write_tflite(_keras(ctx), out_dir, "static", _calibration(ctx), int8_io=int8_io)
     ctx.notes.append("full-integer int8, " + ("int8 inputs/outputs (the runtime converts floats)" if int8_io
                                                else "float32 inputs/outputs"))

@@ -75,7 +75,15 @@ FlavorLoader = Callable[["ModelSource", "FeatureHint"], SourceModel]
 
 _REGISTRY: dict[str, FlavorLoader] = {}
 # MLflow flavor name -> module that registers its loader
-_MODULES = {"sklearn": "converters.flavors.sklearn"}
+_MODULES = {
+    "sklearn": "converters.flavors.sklearn",
+    "keras": "converters.flavors.keras",
+    "tensorflow": "converters.flavors.keras",
+    "pytorch": "converters.flavors.pytorch",
+    "xgboost": "converters.flavors.boost",
+    "lightgbm": "converters.flavors.boost",
+    "onnx": "converters.flavors.onnx",
+}
 
 
 def register(flavor: str, loader: FlavorLoader) -> None:

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConversionError, UnsupportedModel
-from edge_runtime.manifest import TensorSpec
-
 from converters.features import resolve_features
 from converters.flavors import Exported, Exporter, register
 from converters.flavors.keras import versions
 from converters.source import FeatureHint, ModelSource
+from edge_runtime.errors import ConversionError, UnsupportedModel
+from edge_runtime.manifest import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def _xgb_config(booster: Any) -> dict[str, Any]:
 
     try:
         return dict(json.loads(booster.save_config()))
-    except Exception:  # noqa: BLE001 - only used to guess the task
+    except Exception:
         return {}
 
 
@@ -69,14 +68,12 @@ class BoostModel:
     sample: Any = None
     missing_ok: tuple[str, ...] = ()
     tree_ensemble: bool = True
+    flavor: str = ""
     libraries: dict[str, str] = field(default_factory=dict)
     exporters: dict[str, Exporter] = field(default_factory=dict)
 
-    @property
-    def flavor(self) -> str:
-        return self.library
-
     def __post_init__(self) -> None:
+        self.flavor = self.library
         self.exporters = {"onnx": self.export_onnx}
         self.libraries = versions(self.library, "onnxmltools", "onnx", "mlflow")
 
@@ -173,15 +170,10 @@ def _xgb_plain_names(model: Any) -> Any:
 
 
 def _load(source: ModelSource, hint: FeatureHint, library: str) -> BoostModel:
+    import importlib
+
     try:
-        if library == "xgboost":
-            import mlflow.xgboost as flavor_mod
-        else:
-            import mlflow.lightgbm as flavor_mod
-    except ImportError as exc:
-        raise ConversionError(f"converting {library} models needs {library}", hint=EXTRA_HINT) from exc
-    try:
-        model = flavor_mod.load_model(str(source.local_path))
+        model = importlib.import_module(f"mlflow.{library}").load_model(str(source.local_path))
     except ImportError as exc:
         raise ConversionError(f"converting {library} models needs {library}", hint=EXTRA_HINT) from exc
     except Exception as exc:  # model file errors of every kind

@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConversionError, UnsupportedModel
-from edge_runtime.manifest import TensorSpec
-
 from converters.features import Features, resolve_features
 from converters.flavors import Exported, Exporter, register
 from converters.source import FeatureHint, ModelSource
+from edge_runtime.errors import ConversionError, UnsupportedModel
+from edge_runtime.manifest import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ def versions(*dists: str) -> dict[str, str]:
     return out
 
 
-def output_specs(path: Path, backend: str, task: str, n_out: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def output_specs(path: Path, backend: str, task: str,
+                 n_out: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Inputs and outputs of an exported single-output file, the output tagged with its role."""
     from edge_runtime.backends import open_backend
 

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConversionError, UnsupportedModel
-from edge_runtime.manifest import TensorSpec
-
 from converters.flavors import Exported, Exporter, register
 from converters.flavors.keras import flat_features, versions
 from converters.source import FeatureHint, ModelSource
+from edge_runtime.errors import ConversionError, UnsupportedModel
+from edge_runtime.manifest import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +118,7 @@ class OnnxModel:
             probe = np.random.default_rng(0).standard_normal((8, len(self.feature_names))).astype(np.float32)
             a = _session(plain, False).run(None, {self.input_name: probe})
             b = _session(path, False).run(None, {self.input_name: probe})
-            same = all(np.allclose(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), atol=1e-5)
-                       if np.asarray(x).dtype.kind in "fiu" else np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+            same = all(_same(x, y) for x, y in zip(a, b, strict=True))
             if same and path.stat().st_size <= plain.stat().st_size * 1.5:
                 chosen = path
             else:
@@ -141,6 +139,13 @@ class OnnxModel:
                         for o, r in zip(outs, self.roles, strict=True))
         return Exported(path=path, backend="onnx", inputs=tuple(ins), outputs=outputs,
                         requires={"onnxruntime": MIN_ONNXRUNTIME}, libraries=self.libraries)
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "fiu" and b.dtype.kind in "fiu":
+        return bool(np.allclose(a.astype(np.float64), b.astype(np.float64), atol=1e-5))
+    return bool(np.array_equal(a, b))
 
 
 def _flatten_input(onx: Any, name: str, width: int, shape: tuple[int, ...]) -> Any:

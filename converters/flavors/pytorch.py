@@ -13,7 +13,6 @@ exporter needs onnxscript, which this project does not depend on.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import warnings
@@ -23,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConversionError, UnsupportedModel
-
 from converters.flavors import Exported, Exporter, register
 from converters.flavors.keras import flat_features, output_specs, versions
 from converters.source import FeatureHint, ModelSource
+from edge_runtime.errors import ConversionError, UnsupportedModel
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +171,15 @@ class TorchModel:
         path = Path(out_dir) / "model.onnx"
         out_name = "probabilities" if self.task == "classification" else "value"
         x = torch.zeros(1, len(self.feature_names), dtype=torch.float32)
-        buf = io.BytesIO()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(self.wrapped(), (x,), buf, input_names=["input"], output_names=[out_name],
+                torch.onnx.export(self.wrapped(), (x,), str(path), input_names=["input"], output_names=[out_name],
                                   dynamic_axes={"input": {0: "batch"}, out_name: {0: "batch"}},
                                   opset_version=ONNX_OPSET, dynamo=False)
         except Exception as exc:  # torch raises many kinds for unsupported operators
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConversionError(f"torch.onnx.export failed for {self.model_class}: {first}") from exc
-        path.write_bytes(buf.getvalue())
         n_out = len(self.classes) if self.classes else int(self._raw(np.zeros((1, len(self.feature_names)))).shape[1])
 
         ins, outs = output_specs(path, "onnx", self.task, n_out)

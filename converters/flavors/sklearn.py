@@ -138,9 +138,10 @@ class SklearnModel:
     flavor: str = "sklearn"
     libraries: dict[str, str] = field(default_factory=_versions)
     exporters: dict[str, Exporter] = field(default_factory=dict)
+    _keras: Any = None
 
     def __post_init__(self) -> None:
-        self.exporters = {"onnx": self.export_onnx}
+        self.exporters = {"onnx": self.export_onnx, "tflite": self.export_tflite}
 
     def _x(self, rows: Any) -> Any:
         return rows if self.by_name or self.layout == "columns" else rows.to_numpy()
@@ -154,6 +155,19 @@ class SklearnModel:
         return np.asarray(self.model.predict_proba(self._x(rows)))
 
     # -- export ---------------------------------------------------------------------------
+    def keras_model(self) -> Any:
+        """The equivalent Keras graph (dense algebra only), for TFLite; built once."""
+        if self._keras is None:
+            from converters.flavors.sklearn_tflite import build_keras
+
+            self._keras = build_keras(self.model, len(self.feature_names))
+        return self._keras
+
+    def export_tflite(self, out_dir: Path) -> Exported:
+        from converters.flavors.sklearn_tflite import export_tflite
+
+        return export_tflite(self, out_dir)  # type: ignore[no-any-return]
+
     def export_onnx(self, out_dir: Path) -> Exported:
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
