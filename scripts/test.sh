@@ -16,7 +16,7 @@ fi
 echo "==> installing the package with every extra the tests use"
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[convert,tflite,http,plot,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[convert,tflite,tflite-convert,torch,boost,http,plot,dev]"
 
 echo "==> ruff"
 "$VENV/bin/ruff" check edge_runtime converters tests scripts
