@@ -6,7 +6,8 @@ For the same artifact and rows, in one process, prints side by side:
   batch of 256: the same three as rows/s
 and the ratios against the targets (predict(array) <= 1.3x raw at the median, dict <= 1.6x,
 mlflow pyfunc >= 30x slower than predict, predict with every reliability feature on <= 1.5x).
-Threads and micro-batching: scripts/bench_reliability.py.
+Threads and micro-batching: scripts/bench_reliability.py. TFLite artifacts (raw LiteRT vs
+predict, fp32 vs fp16 vs int8): --tflite, or scripts/bench_tflite.py.
 
     python scripts/bench_overhead.py [--runs 3000] [--json out.json]
 """
@@ -160,6 +161,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3000, help="timed single-row calls per variant")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--tflite", action="store_true",
+                    help="also run scripts/bench_tflite.py: raw LiteRT vs predict on .tflite artifacts, fp32/fp16/int8")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +176,11 @@ def main() -> None:
     report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.tflite:
+        import subprocess
+
+        subprocess.run([sys.executable, str(Path(__file__).with_name("bench_tflite.py")), "--runs", str(args.runs)],
+                       check=True)
 
 
 if __name__ == "__main__":
