@@ -328,13 +328,8 @@ class Runtime:
                 outs = self._deadline.run(model.backend.run, feeds)
             else:
                 outs = model.backend.run(feeds)
-        except DeadlineExceeded:
-            reason = "timeout"
-        except Overloaded:
-            reason = "overloaded"
         except Exception as exc:
-            reason = "backend_error"
-            self._model_error(st, reason, exc)
+            reason = self._failure_reason(st, exc)
         else:
             try:
                 value, prow = model.decoder.one(outs)
@@ -362,6 +357,15 @@ class Runtime:
         if plog is not None and plog.sample():
             self._log(st, "model", None, dt / 1e6, feeds, value, prow)
         return Prediction(value, "model", st.version, dt / 1e6, prow, st.classes, request_id=request_id)
+
+    def _failure_reason(self, st: _Serving, exc: Exception) -> str:
+        """The fallback reason for an exception from the inference call (reported if it is the model's)."""
+        if isinstance(exc, DeadlineExceeded):
+            return "timeout"
+        if isinstance(exc, Overloaded):
+            return "overloaded"
+        self._model_error(st, "backend_error", exc)
+        return "backend_error"
 
     def _answer(self, st: _Serving, source: str, mkey: tuple[str, str, str], value: Any, prow: Any,
                 reason: str | None, t0: int, request_id: str | None, feeds: Any,
@@ -430,13 +434,8 @@ class Runtime:
                 outs = self._deadline.run(model.backend.run, feeds)
             else:
                 outs = model.backend.run(feeds)
-        except DeadlineExceeded:
-            reason = "timeout"
-        except Overloaded:
-            reason = "overloaded"
         except Exception as exc:
-            reason = "backend_error"
-            self._model_error(st, reason, exc)
+            reason = self._failure_reason(st, exc)
         else:
             try:
                 model.decoder.check(outs, n)

@@ -92,8 +92,28 @@ def unsupported_io(model: Any) -> str | None:
     return None
 
 
+class ScoresModel:
+    """``predict``/``predict_proba`` for a source model whose ``_raw`` gives one row of scores per
+    input: class probabilities (columns in ``classes`` order) or regression values."""
+
+    task: str
+    classes: tuple[Any, ...] | None
+
+    def _raw(self, rows: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, rows: Any) -> np.ndarray:
+        y = self._raw(rows)
+        if self.task == "classification":
+            return np.asarray(self.classes)[np.argmax(y, axis=1)]
+        return y[:, 0] if y.shape[1] == 1 else y
+
+    def predict_proba(self, rows: Any) -> np.ndarray | None:
+        return self._raw(rows) if self.task == "classification" else None
+
+
 @dataclass
-class KerasModel:
+class KerasModel(ScoresModel):
     model: Any
     task: str
     classes: tuple[Any, ...] | None
@@ -119,15 +139,6 @@ class KerasModel:
         x = np.asarray(rows.to_numpy() if hasattr(rows, "to_numpy") else rows, dtype=np.float32)
         y = self.keras_model().predict_on_batch(x)
         return np.asarray(y, dtype=np.float64)
-
-    def predict(self, rows: Any) -> np.ndarray:
-        y = self._raw(rows)
-        if self.task == "classification":
-            return np.asarray(self.classes)[np.argmax(y, axis=1)]
-        return y[:, 0] if y.shape[1] == 1 else y
-
-    def predict_proba(self, rows: Any) -> np.ndarray | None:
-        return self._raw(rows) if self.task == "classification" else None
 
     def keras_model(self) -> Any:
         """The model behind a flat float32 input ``[N, F]``, probabilities or values out."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from converters.flavors import Exported, Exporter, register
-from converters.flavors.keras import flat_features, output_specs, versions
+from converters.flavors.keras import ScoresModel, flat_features, output_specs, versions
 from converters.source import FeatureHint, ModelSource
 from edge_runtime.errors import ConversionError, UnsupportedModel
 
@@ -106,7 +106,7 @@ def _eval_mode(module: Any) -> Any:
 
 
 @dataclass
-class TorchModel:
+class TorchModel(ScoresModel):
     module: Any
     task: str
     classes: tuple[Any, ...] | None
@@ -155,15 +155,6 @@ class TorchModel:
         x = np.asarray(rows.to_numpy() if hasattr(rows, "to_numpy") else rows, dtype=np.float32)
         with torch.no_grad():
             return np.asarray(self.wrapped()(torch.from_numpy(x)).numpy(), dtype=np.float64)
-
-    def predict(self, rows: Any) -> np.ndarray:
-        y = self._raw(rows)
-        if self.task == "classification":
-            return np.asarray(self.classes)[np.argmax(y, axis=1)]
-        return y[:, 0] if y.shape[1] == 1 else y
-
-    def predict_proba(self, rows: Any) -> np.ndarray | None:
-        return self._raw(rows) if self.task == "classification" else None
 
     def export_onnx(self, out_dir: Path) -> Exported:
         import torch
