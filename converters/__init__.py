@@ -10,6 +10,6 @@ Flavors live in ``converters/flavors/`` (one module each); quantization modes pe
 """
 
 from converters.convert import FORMATS, ConversionReport, convert
-from converters.quantize import MODES
+from converters.quantizers import MODES
 
 __all__ = ["FORMATS", "MODES", "ConversionReport", "convert"]

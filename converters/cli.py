@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from converters.convert import FORMATS
-    from converters.quantize import DEFAULT_TIMEOUT_S, MODES
+    from converters.quantizers import DEFAULT_TIMEOUT_S, MODES
 
     p = _Parser(prog="edge-convert", description="Convert an MLflow model to a verified, quantized "
                 "artifact directory for edge-runtime.", epilog=EXAMPLE,
@@ -80,7 +80,7 @@ def print_report(report: Any, out: Any = sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.cli import exit_code
+    from edge_runtime.errors import exit_code
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

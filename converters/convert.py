@@ -12,9 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from converters import artifact, data, parity, reference
+from converters import (
+    artifact,
+    data,
+    parity,
+    reference,
+    tflite_quantize,  # noqa: F401  (registers the tflite quantizers)
+)
 from converters.flavors import load_source_model
-from converters.quantize import DEFAULT_TIMEOUT_S, MODES, Candidate, NotApplicable, QuantContext, quantizer, select
+from converters.quantize import Candidate, select
+from converters.quantizers import DEFAULT_TIMEOUT_S, MODES, NotApplicable, QuantContext, modes_for, quantizer
 from converters.source import FeatureHint, ModelSource, resolve
 from edge_runtime.errors import ConversionError, EdgeRuntimeError, UnsupportedModel
 from edge_runtime.manifest import Manifest
@@ -179,7 +186,8 @@ def _convert(src: ModelSource, model: Any, rows: data.Rows, work: Path, *, fmt: 
              max_drop: float, name: str | None, version: str | None, timeout: float,
              options: dict[str, Any] | None = None) -> ConversionReport:
     from edge_runtime.model import LoadedModel
-    from edge_runtime.runtime import Runtime, RuntimeOptions
+    from edge_runtime.options import RuntimeOptions
+    from edge_runtime.runtime import Runtime
 
     (work / "fp32").mkdir()
     exported = model.exporters[fmt](work / "fp32")
@@ -270,6 +278,5 @@ def _convert(src: ModelSource, model: Any, rows: data.Rows, work: Path, *, fmt: 
 
 
 def _available(fmt: str) -> list[str]:
-    from converters.quantize import modes_for
 
     return modes_for(fmt)

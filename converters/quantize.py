@@ -5,7 +5,8 @@ user can read) when the mode cannot help this model. ONNX quantizers run in a ch
 under a time limit: onnxconverter-common's float16 pass has looped for 10+ minutes on
 skl2onnx graphs, and a kill is the only reliable stop.
 
-A format adds its quantizers with ``register_quantizer("tflite", "dynamic", fn)``.
+This module registers the ONNX quantizers; ``converters/tflite_quantize.py`` the TFLite ones,
+both in the registry of ``converters/quantizers.py``.
 """
 
 from __future__ import annotations
@@ -15,70 +16,31 @@ import logging
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from converters.quantizers import (  # noqa: F401  (re-exported: the registry's names, as before)
+    DEFAULT_TIMEOUT_S,
+    MODES,
+    NotApplicable,
+    QuantContext,
+    Quantizer,
+    modes_for,
+    quantizer,
+    register_quantizer,
+)
 from edge_runtime.errors import ConversionError
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "dynamic", "static", "fp16", "auto")
-DEFAULT_TIMEOUT_S = 120.0
 # ai.onnx operators onnxruntime's int8 quantizers handle and that carry weights worth shrinking
 INT8_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "LSTM", "GRU", "Attention")
 # ops float16 helps with (anything in the ai.onnx domain that does float math on weights)
 FP16_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Mul")
 SLOWER_TOLERANCE = 0.10  # p50 within 10% of fp32's counts as "not slower" (timer noise)
-
-
-class NotApplicable(Exception):
-    """This mode cannot help this model; the message says why in plain words."""
-
-
-@dataclass
-class QuantContext:
-    fp32: Path  # the exported full-precision model file
-    model: Any  # converters.flavors.SourceModel
-    exported: Any  # converters.flavors.Exported
-    calibration: list[dict[str, np.ndarray]]  # feeds, one dict per batch
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    notes: list[str] = field(default_factory=list)  # what the quantizer excluded or changed
-    options: dict[str, Any] = field(default_factory=dict)  # format-specific, e.g. tflite_int8_io
-
-
-Quantizer = Callable[[QuantContext, Path], Path]
-_QUANTIZERS: dict[str, dict[str, Quantizer]] = {}
-
-
-def register_quantizer(fmt: str, mode: str, fn: Quantizer) -> None:
-    modes = _QUANTIZERS.setdefault(fmt, {})
-    if mode in modes:
-        raise ValueError(f"quantizer {fmt}/{mode} is already registered")
-    modes[mode] = fn
-
-
-def quantizer(fmt: str, mode: str) -> Quantizer:
-    _load_format(fmt)
-    found = _QUANTIZERS.get(fmt, {}).get(mode)
-    if found is None:
-        raise ConversionError(f"--quantize {mode} is not available for --format {fmt}",
-                              hint="Available: " + ", ".join(modes_for(fmt)))
-    return found
-
-
-def _load_format(fmt: str) -> None:
-    """Formats other than ONNX register their quantizers in their own module, imported on use."""
-    if fmt == "tflite" and "tflite" not in _QUANTIZERS:
-        import converters.tflite_quantize  # noqa: F401
-
-
-def modes_for(fmt: str) -> list[str]:
-    _load_format(fmt)
-    return sorted(_QUANTIZERS.get(fmt, {}))
 
 
 # -- ONNX ---------------------------------------------------------------------------------
@@ -107,7 +69,9 @@ def _run_worker(job: dict[str, Any], timeout_s: float, workdir: Path) -> dict[st
     job_file = workdir / "job.pkl"
     job_file.write_bytes(pickle.dumps(job))
     try:
-        proc = subprocess.run([sys.executable, "-m", "converters.quantize", str(job_file)],
+        # -c, not -m: run as __main__ this module would register its quantizers a second time
+        proc = subprocess.run([sys.executable, "-c", "import sys; from converters.quantize import main; "
+                               "raise SystemExit(main(sys.argv[1:]))", str(job_file)],
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ConversionError(f"timed out after {timeout_s:.0f} s (killed)") from None
@@ -360,6 +324,3 @@ def main(argv: list[str]) -> int:
     print(json.dumps(result), flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

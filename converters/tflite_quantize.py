@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.quantize import NotApplicable, QuantContext, register_quantizer
+from converters.quantizers import NotApplicable, QuantContext, register_quantizer
 from edge_runtime.errors import ConversionError
 
 log = logging.getLogger(__name__)

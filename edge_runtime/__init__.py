@@ -16,11 +16,12 @@ from edge_runtime.errors import (
     ModelLoadError,
     UnsupportedModel,
 )
+from edge_runtime.loading import load
 from edge_runtime.manifest import Manifest, read_manifest, verify_artifact
+from edge_runtime.options import RuntimeOptions
 from edge_runtime.prediction import Prediction, PredictionBatch
-from edge_runtime.runtime import Runtime, RuntimeOptions, load
-
-__version__ = "0.1.0"
+from edge_runtime.runtime import Runtime
+from edge_runtime.version import __version__
 
 __all__ = [
     "ArtifactIntegrityError",

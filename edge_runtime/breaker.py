@@ -44,6 +44,7 @@ class CircuitBreaker:
     def _reset_window(self) -> None:
         self._ring = [0] * self.window
         self._calls = itertools.count()  # next() is atomic: each call gets its own slot
+        self._seen = 0  # calls recorded in the window (for snapshot; may lag a racing call)
         self._consecutive = 0
         self._probing = False
 
@@ -67,7 +68,9 @@ class CircuitBreaker:
                     self._reset_window()
                     self._set(CLOSED, "probe succeeded")
             return
-        self._ring[next(self._calls) % self.window] = 0
+        n = next(self._calls)
+        self._ring[n % self.window] = 0
+        self._seen = n + 1
         self._consecutive = 0
 
     def failure(self, reason: str) -> None:
@@ -83,6 +86,7 @@ class CircuitBreaker:
                 return
             n = next(self._calls)
             self._ring[n % self.window] = 1
+            self._seen = n + 1
             self._consecutive += 1
             if self._consecutive >= self.failures:
                 self._open(f"{self._consecutive} consecutive failures (last: {reason})")
@@ -111,7 +115,7 @@ class CircuitBreaker:
             self._set(CLOSED, "reset")
 
     def snapshot(self) -> dict[str, object]:
-        seen = min(self._peek_calls(), self.window)
+        seen = min(self._seen, self.window)
         return {
             "state": self.state,
             "enabled": self.enabled,
@@ -122,6 +126,3 @@ class CircuitBreaker:
             "retry_in_s": (round(max(0.0, self.cooldown_s - (time.monotonic() - self.opened_at)), 3)
                            if self.state == OPEN else None),
         }
-
-    def _peek_calls(self) -> int:
-        return int(self._calls.__reduce__()[1][0])  # type: ignore[index]

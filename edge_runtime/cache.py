@@ -12,12 +12,13 @@ entry more or less than the bound for an instant.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+
+from edge_runtime.metrics import ShardedCounter
 
 _monotonic = time.monotonic
 
@@ -52,32 +53,32 @@ class LRU:
         self.maxsize = max(1, int(maxsize))
         self.ttl_s = ttl_s if ttl_s and ttl_s > 0 else None
         self._d: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-        self._hits = itertools.count()  # next() is atomic: exact counts under many threads
-        self._misses = itertools.count()
+        self._hits = ShardedCounter()  # exact under many threads, no lock on the hot path
+        self._misses = ShardedCounter()
 
     @property
     def hits(self) -> int:
-        return int(self._hits.__reduce__()[1][0])  # type: ignore[index]
+        return self._hits.value
 
     @property
     def misses(self) -> int:
-        return int(self._misses.__reduce__()[1][0])  # type: ignore[index]
+        return self._misses.value
 
     def get(self, key: Any) -> Any | None:
         item = self._d.get(key)
         if item is None:
-            next(self._misses)
+            self._misses.add()
             return None
         expires, value = item
         if expires and expires < _monotonic():
             self._d.pop(key, None)
-            next(self._misses)
+            self._misses.add()
             return None
         try:
             self._d.move_to_end(key)
         except KeyError:  # evicted by another thread meanwhile; the value is still good
             pass
-        next(self._hits)
+        self._hits.add()
         return value
 
     def put(self, key: Any, value: Any) -> None:

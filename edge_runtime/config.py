@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.options import RuntimeOptions
 
 ENV_PREFIX = "EDGE_"
 _TOPIC_FORBIDDEN = set("/+#\x00 ")
@@ -316,7 +317,6 @@ def _tname(value: Any) -> str:
 
 def _check_runtime(values: dict[str, Any], file: Path) -> None:
     """[runtime] keys are RuntimeOptions' fields (except backend/threads, which live in [model])."""
-    from edge_runtime.runtime import RuntimeOptions
 
     fields = {f.name: f for f in dataclasses.fields(RuntimeOptions) if f.init}
     hints = typing.get_type_hints(RuntimeOptions)

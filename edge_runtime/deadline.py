@@ -33,24 +33,29 @@ class DeadlineRunner:
         self.workers = max(1, workers)
         self._free = threading.BoundedSemaphore(self.workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edge-deadline")
-        self.busy = 0
+        self.busy = 0  # workers running a call (read by snapshot; changed under _count_lock)
+        self._count_lock = threading.Lock()
         self.late = 0  # runs that finished after their caller had been answered
         self.timeouts = 0
         self.overloads = 0
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if not self._free.acquire(blocking=False):
-            self.overloads += 1
+            with self._count_lock:
+                self.overloads += 1
             raise Overloaded
+        with self._count_lock:
+            self.busy += 1
         try:
             fut: Future[Any] = self._pool.submit(self._call, fn, args)
         except RuntimeError:  # pool shut down by close()
-            self._free.release()
+            self._done()
             raise
         try:
             return fut.result(self.timeout_s)
         except FutureTimeout:
-            self.timeouts += 1
+            with self._count_lock:
+                self.timeouts += 1
             fut.add_done_callback(self._late)
             raise DeadlineExceeded from None
 
@@ -58,14 +63,19 @@ class DeadlineRunner:
         try:
             return fn(*args)
         finally:
-            self._free.release()
+            self._done()
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self.busy -= 1
+        self._free.release()
 
     def _late(self, _fut: Future[Any]) -> None:
-        self.late += 1
+        with self._count_lock:
+            self.late += 1
 
     def snapshot(self) -> dict[str, Any]:
-        free = self._free._value  # type: ignore[attr-defined]
-        return {"timeout_ms": self.timeout_s * 1000, "workers": self.workers, "busy": self.workers - free,
+        return {"timeout_ms": self.timeout_s * 1000, "workers": self.workers, "busy": self.busy,
                 "timeouts": self.timeouts, "overloaded": self.overloads, "late_completions": self.late}
 
     def close(self) -> None:

@@ -103,3 +103,18 @@ class UnsupportedModel(ConversionError):
         if self.supported:
             parts.append("supported: " + ", ".join(self.supported))
         super().__init__("; ".join(parts), hint=hint)
+
+
+# exit codes of both commands (edge-runtime, edge-convert), documented in the README
+EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_CONVERSION = 1, 2, 3, 4
+
+
+def exit_code(exc: EdgeRuntimeError) -> int:
+    """The process exit code for an error a command ends with."""
+    if isinstance(exc, (InvalidInput, ConfigError)):
+        return EXIT_USAGE
+    if isinstance(exc, ModelLoadError):
+        return EXIT_MODEL
+    if isinstance(exc, ConversionError):
+        return EXIT_CONVERSION
+    return EXIT_ERROR

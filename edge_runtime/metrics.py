@@ -1,10 +1,16 @@
-"""Counters, latency histogram and percentiles for one Runtime, cheap enough for every call.
+"""Counters, latency histogram and percentiles, cheap enough for every call.
 
+``VersionMetrics`` belongs to one serving version (it lives in the object a swap replaces).
 Each thread that predicts writes to its own shard (``threading.local``), so counting is exact
 under concurrency without a shared lock on the predict path; readers sum the shards. Latency
-percentiles come from a sliding window of the last ``latency_window`` calls (a deque, whose
-``append`` is atomic). Prometheus text is produced at scrape time by a collector over these
-numbers, in a ``CollectorRegistry`` of this Runtime's own (never the process-global one).
+percentiles come from a sliding window of the version's last ``latency_window`` calls (a
+deque, whose ``append`` is atomic).
+
+``MetricsBook`` is the Runtime's view over every version it has served: counters stay
+cumulative across swaps (a retired version's totals are kept, so Prometheus counters never go
+backwards), while percentiles describe the version serving now. Prometheus text is produced at
+scrape time by a collector in a ``CollectorRegistry`` of the Runtime's own (never the
+process-global one).
 """
 
 from __future__ import annotations
@@ -21,6 +27,35 @@ BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
            0.5, 1.0, 2.5, 10.0)
 _BOUNDS = np.asarray(BUCKETS)
 _FOLD_EVERY = 256
+RETIRED_KEPT = 8  # retired versions kept apart; older ones are folded into one total
+
+Totals = tuple[dict[tuple[str, str, str], int], dict[str, int], list[int], float]
+
+
+class ShardedCounter:
+    """An exact counter for many threads without a lock: each thread adds to its own cell."""
+
+    __slots__ = ("_cells", "_lock", "_tls")
+
+    def __init__(self) -> None:
+        self._tls = threading.local()
+        self._cells: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        try:
+            self._tls.cell[0] += n
+        except AttributeError:
+            cell = [n]
+            with self._lock:
+                self._cells.append(cell)
+            self._tls.cell = cell
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            cells = list(self._cells)
+        return sum(c[0] for c in cells)
 
 
 class _Shard:
@@ -54,17 +89,28 @@ class _Shard:
         return b, self.lat_sum + float(sum(new))
 
 
-class RuntimeMetrics:
-    """What ``Runtime.metrics()`` reports and ``/metrics`` exposes."""
+def _empty_totals() -> Totals:
+    return {}, {}, [0] * (len(BUCKETS) + 1), 0.0
 
-    def __init__(self, model_name: str, latency_window: int = 2048) -> None:
-        self.model_name = model_name
+
+def _add_totals(into: Totals, other: Totals) -> None:
+    counts, fb, buckets, _ = into
+    for k, v in other[0].items():
+        counts[k] = counts.get(k, 0) + v
+    for k2, v in other[1].items():
+        fb[k2] = fb.get(k2, 0) + v
+    for i, c in enumerate(other[2]):
+        buckets[i] += c
+
+
+class VersionMetrics:
+    """Counts and latencies of one serving version."""
+
+    def __init__(self, latency_window: int = 2048) -> None:
         self._tls = threading.local()
         self._shards: list[_Shard] = []
         self._shards_lock = threading.Lock()
         self.latencies: deque[float] = deque(maxlen=max(1, latency_window))  # seconds
-        self._registry: Any = None
-        self.extra_gauges: Callable[[], dict[str, Any]] | None = None  # breaker, loaded, drift...
 
     def shard(self) -> _Shard:
         try:
@@ -92,36 +138,78 @@ class RuntimeMetrics:
         self.latencies.append(seconds)
 
     def count(self, name: str, n: int = 1) -> None:
-        """A plain counter: fallback reasons, cache hits/misses."""
+        """A plain counter: fallback reasons."""
         f = self.shard().fallbacks
         f[name] = f.get(name, 0) + n
 
     # -- reading -----------------------------------------------------------------------------
-    def totals(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int], list[int], float]:
+    def totals(self) -> Totals:
         """Counts, other counters, histogram buckets and latency sum over every thread."""
-        counts: dict[tuple[str, str, str], int] = {}
-        other: dict[str, int] = {}
-        buckets = [0] * (len(BUCKETS) + 1)
+        out = _empty_totals()
         total = 0.0
         with self._shards_lock:
             shards = list(self._shards)
         for s in shards:
-            for k, v in list(s.counts.items()):
-                counts[k] = counts.get(k, 0) + v
-            for k2, v in list(s.fallbacks.items()):
-                other[k2] = other.get(k2, 0) + v
             b, t = s.histogram()
-            for i, c in enumerate(b):
-                buckets[i] += c
+            _add_totals(out, (dict(s.counts), dict(s.fallbacks), b, t))
             total += t
-        return counts, other, buckets, total
+        return out[0], out[1], out[2], total
 
     def percentiles(self) -> dict[str, Any]:
-        lat = np.fromiter(list(self.latencies), dtype=float) * 1000.0
-        if not lat.size:
-            return {"p50": None, "p95": None, "p99": None, "window": 0}
-        p = np.percentile(lat, [50, 95, 99]).round(4).tolist()
-        return {"p50": p[0], "p95": p[1], "p99": p[2], "window": int(lat.size)}
+        return latency_percentiles(list(self.latencies))
+
+
+def latency_percentiles(seconds: list[float]) -> dict[str, Any]:
+    lat = np.asarray(seconds, dtype=float) * 1000.0
+    if not lat.size:
+        return {"p50": None, "p95": None, "p99": None, "window": 0}
+    p = np.percentile(lat, [50, 95, 99]).round(4).tolist()
+    return {"p50": p[0], "p95": p[1], "p99": p[2], "window": int(lat.size)}
+
+
+class MetricsBook:
+    """Every version a Runtime has served: the current one, a few retired ones, and the rest folded.
+
+    A call that started before a swap finishes on the old version and still counts: retired
+    versions stay readable until they are folded, which happens only after several more swaps.
+    """
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.current: VersionMetrics | None = None
+        self._retired: deque[VersionMetrics] = deque()
+        self._folded = _empty_totals()
+        self._folded_sum = 0.0
+        self._lock = threading.Lock()
+        self._registry: Any = None
+        self.extra_gauges: Callable[[], dict[str, Any]] | None = None  # breaker, loaded, drift...
+        self.extra_counters: Callable[[], dict[str, int]] | None = None  # cache hits/misses
+
+    def serve(self, metrics: VersionMetrics) -> None:
+        """``metrics`` belongs to the version that serves from now on."""
+        with self._lock:
+            if self.current is not None and self.current is not metrics:
+                self._retired.append(self.current)
+                while len(self._retired) > RETIRED_KEPT:
+                    old = self._retired.popleft().totals()
+                    _add_totals(self._folded, old)
+                    self._folded_sum += old[3]
+            self.current = metrics
+
+    def totals(self) -> Totals:
+        with self._lock:
+            parts = [*self._retired, *([self.current] if self.current is not None else [])]
+            out: Totals = ({**self._folded[0]}, {**self._folded[1]}, list(self._folded[2]), 0.0)
+            total = self._folded_sum
+        for m in parts:
+            t = m.totals()
+            _add_totals(out, t)
+            total += t[3]
+        return out[0], out[1], out[2], total
+
+    def percentiles(self) -> dict[str, Any]:
+        cur = self.current
+        return cur.percentiles() if cur is not None else latency_percentiles([])
 
     # -- Prometheus ----------------------------------------------------------------------------
     @property
@@ -142,7 +230,7 @@ class RuntimeMetrics:
 
 
 class _Collector:
-    def __init__(self, metrics: RuntimeMetrics) -> None:
+    def __init__(self, metrics: MetricsBook) -> None:
         self.m = metrics
 
     def collect(self) -> Iterator[Any]:
@@ -171,10 +259,11 @@ class _Collector:
             if k.startswith("fallback:"):
                 fb.add_metric([name, k[9:]], n)
         yield fb
+        counters = m.extra_counters() if m.extra_counters else {}
         for what in ("hits", "misses"):
             cm = CounterMetricFamily(f"model_prediction_cache_{what}", f"Prediction cache {what}",
-                                    labels=["model"])
-            cm.add_metric([name], (m.extra_gauges() if m.extra_gauges else {}).get(f"cache_{what}", 0))
+                                     labels=["model"])
+            cm.add_metric([name], counters.get(f"cache_{what}", 0))
             yield cm
         extra = m.extra_gauges() if m.extra_gauges else {}
         if "breaker_state" in extra:

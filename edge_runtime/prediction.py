@@ -74,24 +74,41 @@ class PredictionBatch(Sequence[Prediction]):
 
     Building hundreds of objects would cost more than the inference of a small model, so the
     batch keeps the arrays and makes a ``Prediction`` only when a row is read. Vectorised
-    callers use ``values`` and ``probabilities`` directly.
+    callers use ``values``, ``probabilities`` and ``sources`` directly. Rows answered by the
+    model share one source; rows answered by the fallback may each come from another place
+    (last good answer of some version, the fallback artifact, the constant), which ``sources``,
+    ``row.model_version`` and ``row.reason`` tell per row.
 
     >>> ps = rt.predict_batch(rows)                        # doctest: +SKIP
     >>> ps[0].value, len(ps), ps.values, ps.probabilities  # doctest: +SKIP
     """
 
-    __slots__ = ("_classes", "_proba", "_reasons", "_sources", "_values", "latency_ms", "model_version", "source")
+    __slots__ = ("_classes", "_proba", "_reasons", "_rows", "_values", "latency_ms", "model_version", "source")
 
     def __init__(self, values: list[Any], source: str, model_version: str | None, latency_ms: float,
                  proba: np.ndarray | None = None, classes: tuple[Any, ...] | None = None,
                  reason: str | None = None) -> None:
         self._values = values
-        self.source = source  # every row of a batch comes from the same place
+        self.source = source  # where every row came from ("mixed" when rows differ)
         self.model_version = model_version
         self.latency_ms = latency_ms  # of the whole batch
         self._proba = proba
         self._classes = classes
         self._reasons = reason
+        self._rows: list[Prediction] | None = None  # per-row answers when rows differ in origin
+
+    @classmethod
+    def of_rows(cls, rows: list[Prediction], model_version: str | None, latency_ms: float,
+                classes: tuple[Any, ...] | None = None) -> PredictionBatch:
+        """A batch whose rows were answered one by one (the fallback path)."""
+        sources = {p.source for p in rows}
+        source = sources.pop() if len(sources) == 1 else "mixed"
+        proba = None
+        if rows and classes and all(p._proba is not None for p in rows):
+            proba = np.asarray([np.asarray(p._proba, dtype=np.float64).reshape(-1) for p in rows])
+        batch = cls([p.value for p in rows], source, model_version, latency_ms, proba, classes)
+        batch._rows = rows
+        return batch
 
     @property
     def values(self) -> list[Any]:
@@ -99,8 +116,16 @@ class PredictionBatch(Sequence[Prediction]):
 
     @property
     def probabilities(self) -> np.ndarray | None:
-        """Rows x classes, columns in the order of ``classes``; None for regressors."""
+        """Rows x classes, columns in the order of ``classes``; None for regressors (and for a
+        fallback batch where some row has no probabilities)."""
         return self._proba
+
+    @property
+    def sources(self) -> list[str]:
+        """Where each row's answer came from: ``model``, ``cache`` or ``fallback``."""
+        if self._rows is not None:
+            return [p.source for p in self._rows]
+        return [self.source] * len(self._values)
 
     @property
     def classes(self) -> tuple[Any, ...] | None:
@@ -118,6 +143,8 @@ class PredictionBatch(Sequence[Prediction]):
     def __getitem__(self, i: int | slice) -> Prediction | list[Prediction]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        if self._rows is not None:
+            return self._rows[i]
         row = self._values[i]  # raises IndexError as a list would; negative indices work
         if i < 0:
             i += len(self._values)

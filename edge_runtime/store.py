@@ -162,17 +162,23 @@ class ModelStore:
                 removed.append(ref)
         return removed
 
+    def configured_wins(self, artifact_dir: str | Path | None) -> bool:
+        """Does the configured artifact take over at start? Yes when the store has never seen
+        that version (first start, or the operator configured a new one) or nothing is active;
+        otherwise the active version stays, as the update machinery left it."""
+        if artifact_dir is None:
+            return False
+        m = read_manifest(artifact_dir)
+        wanted = ModelRef(_safe(m.name, Path(artifact_dir)), _safe(m.version, Path(artifact_dir)))
+        return not self.has(wanted) or self.active() is None
+
     def ensure(self, artifact_dir: str | Path | None) -> ModelRef:
-        """At start: install and activate the configured artifact when the store has never seen
-        that version (first start, or the operator configured a new one). A version installed
-        before stays as the update machinery left it, so a restart never undoes an update."""
-        if artifact_dir is not None:
-            m = read_manifest(artifact_dir)
-            wanted = ModelRef(_safe(m.name, Path(artifact_dir)), _safe(m.version, Path(artifact_dir)))
-            if not self.has(wanted) or self.active() is None:
-                ref = self.install(artifact_dir)
-                self.activate(ref)
-                return ref
+        """At start: install and activate the configured artifact when it takes over (see
+        ``configured_wins``); a restart never undoes an update."""
+        if artifact_dir is not None and self.configured_wins(artifact_dir):
+            ref = self.install(artifact_dir)
+            self.activate(ref)
+            return ref
         active = self.active()
         if active is None:
             raise ModelLoadError(self.root, "no model is installed and [model] artifact is not set",
@@ -181,6 +187,25 @@ class ModelStore:
             raise ModelLoadError(self.path(active), "the active model version is missing from the store",
                                  hint="Set [model] artifact to reinstall it.")
         return active
+
+
+def resolve_artifact(data_dir: str | Path, artifact_dir: str | Path | None) -> Path:
+    """The artifact directory a device config means: what the agent serves, or would serve if
+    it started now. ``predict CONFIG``, ``serve CONFIG``, ``load(config=)`` and the agent all
+    ask this one question, so after an update none of them runs the old model.
+
+    Reads only: a data dir where no agent has run is not created.
+    """
+    if (Path(data_dir) / "models").is_dir():
+        store = ModelStore(data_dir)
+        if not store.configured_wins(artifact_dir):
+            active = store.active()
+            if active is not None and store.has(active):
+                return store.path(active)
+    if artifact_dir is None:
+        raise ModelLoadError(Path(data_dir) / "models", "no model is installed and [model] artifact is not set",
+                             hint="Set artifact = \"/path/to/artifact\" in [model].")
+    return Path(artifact_dir)
 
 
 def _safe(part: str, src: Path) -> str:

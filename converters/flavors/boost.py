@@ -17,7 +17,7 @@ import numpy as np
 
 from converters.features import resolve_features
 from converters.flavors import Exported, Exporter, register
-from converters.flavors.keras import versions
+from converters.flavors.common import versions
 from converters.source import FeatureHint, ModelSource
 from edge_runtime.errors import ConversionError, UnsupportedModel
 from edge_runtime.manifest import TensorSpec

@@ -22,52 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from converters.features import Features, resolve_features
 from converters.flavors import Exported, Exporter, register
+from converters.flavors.common import ScoresModel, flat_features, output_specs, versions
 from converters.source import FeatureHint, ModelSource
 from edge_runtime.errors import ConversionError, UnsupportedModel
-from edge_runtime.manifest import TensorSpec
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 MIN_ONNXRUNTIME = "1.13"
 INPUT_NAME = "input"
-
-
-def versions(*dists: str) -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for dist in dists:
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def output_specs(path: Path, backend: str, task: str,
-                 n_out: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """Inputs and outputs of an exported single-output file, the output tagged with its role."""
-    from edge_runtime.backends import open_backend
-
-    be = open_backend(backend, path)
-    try:
-        ins, outs = be.inputs(), be.outputs()
-    finally:
-        be.close()
-    role = "probabilities" if task == "classification" else "value"
-    first = TensorSpec(outs[0].name, "float32", (None, n_out), role)
-    return tuple(ins), (first, *(TensorSpec(o.name, o.dtype, o.shape, "other") for o in outs[1:]))
-
-
-def flat_features(source: ModelSource, hint: FeatureHint, width: int) -> Features:
-    """Feature names for a model that takes ``width`` values; ``x0..`` for image/sequence inputs."""
-    if source.columns is None and source.tensor_width is None and hint.n_features is None \
-            and hint.sample_data is None:
-        return Features(tuple(f"x{i}" for i in range(width)), ("float",) * width, "model")
-    return resolve_features(source, hint, model_width=width)
 
 
 def _task(model: Any) -> tuple[str, tuple[Any, ...] | None, bool]:
@@ -90,26 +54,6 @@ def unsupported_io(model: Any) -> str | None:
     if len(ins) != 1 or len(outs) != 1:
         return f"{len(ins)} inputs and {len(outs)} outputs (only one input and one output are supported)"
     return None
-
-
-class ScoresModel:
-    """``predict``/``predict_proba`` for a source model whose ``_raw`` gives one row of scores per
-    input: class probabilities (columns in ``classes`` order) or regression values."""
-
-    task: str
-    classes: tuple[Any, ...] | None
-
-    def _raw(self, rows: Any) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, rows: Any) -> np.ndarray:
-        y = self._raw(rows)
-        if self.task == "classification":
-            return np.asarray(self.classes)[np.argmax(y, axis=1)]
-        return y[:, 0] if y.shape[1] == 1 else y
-
-    def predict_proba(self, rows: Any) -> np.ndarray | None:
-        return self._raw(rows) if self.task == "classification" else None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from converters.flavors import Exported, Exporter, register
-from converters.flavors.keras import flat_features, versions
+from converters.flavors.common import flat_features, versions
 from converters.source import FeatureHint, ModelSource
 from edge_runtime.errors import ConversionError, UnsupportedModel
 from edge_runtime.manifest import TensorSpec

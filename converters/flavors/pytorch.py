@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from converters.flavors import Exported, Exporter, register
-from converters.flavors.keras import ScoresModel, flat_features, output_specs, versions
+from converters.flavors.common import ScoresModel, flat_features, output_specs, versions
 from converters.source import FeatureHint, ModelSource
 from edge_runtime.errors import ConversionError, UnsupportedModel
 

@@ -146,7 +146,7 @@ def build_keras(model: Any, n_features: int) -> Any:
 def export_tflite(source_model: Any, out_dir: Path) -> Any:
     """Exporter for a converters.flavors.sklearn.SklearnModel: write model.tflite."""
     from converters.flavors import Exported
-    from converters.flavors.keras import output_specs
+    from converters.flavors.common import output_specs
     from converters.tflite_quantize import litert_requires, write_tflite
 
     if source_model.layout != "tensor":
@@ -160,6 +160,6 @@ def export_tflite(source_model: Any, out_dir: Path) -> Any:
 
 
 def _tf_versions() -> dict[str, str]:
-    from converters.flavors.keras import versions
+    from converters.flavors.common import versions
 
     return versions("tensorflow-cpu", "tensorflow", "keras")

@@ -68,7 +68,7 @@ def device_info(threads: list[int] | None = None) -> dict[str, Any]:
     mem = memory_total_bytes()
     temp = _read("/sys/class/thermal/thermal_zone0/temp")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    from edge_runtime import __version__
+    from edge_runtime.version import __version__
 
     return {
         "host": socket.gethostname(),

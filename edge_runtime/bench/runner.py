@@ -300,7 +300,8 @@ def _prepare(model: LoadedModel, rows: Rows, batch: int, mode: str,
             except InvalidInput as exc:
                 raise InvalidInput(f"input rows {i * batch}..{i * batch + batch - 1}: {exc}") from exc
         return model.backend.run, feeds, model.close
-    from edge_runtime.runtime import Runtime, RuntimeOptions
+    from edge_runtime.options import RuntimeOptions
+    from edge_runtime.runtime import Runtime
 
     # the Runtime a user gets from edge_runtime.load with default options (drift, metrics, ...)
     rt = Runtime(model, RuntimeOptions(backend=model.manifest.backend, threads=threads),
@@ -331,8 +332,6 @@ def _predict_all(model: LoadedModel, rows: Rows) -> tuple[list[Any], np.ndarray 
 
 def _run_isolated(path: str | Path, rows: Rows, settings: BenchSettings, progress: bool) -> ArtifactRun:
     """Run ``run_artifact`` in a fresh interpreter so its RSS and peak are the artifact's own."""
-    import edge_runtime
-
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         rows_file = Path(tmp) / ("rows.npy" if isinstance(rows, np.ndarray) else "rows.json")
         if isinstance(rows, np.ndarray):
@@ -341,7 +340,7 @@ def _run_isolated(path: str | Path, rows: Rows, settings: BenchSettings, progres
             rows_file.write_text(json.dumps(rows, default=_json_default))
         spec = {"artifact": str(path), "rows_file": str(rows_file), "settings": settings.to_dict(),
                 "progress": progress}
-        root = str(Path(edge_runtime.__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         proc = subprocess.run([sys.executable, "-m", "edge_runtime.bench.worker"], input=json.dumps(spec),
                               stdout=subprocess.PIPE, stderr=None, text=True, env=env, check=False)

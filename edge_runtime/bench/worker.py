@@ -46,7 +46,7 @@ def main() -> int:
 
 
 def _progress_bars():  # type: ignore[no-untyped-def]
-    from edge_runtime.cli.progress import ProgressBars
+    from edge_runtime.bench.progress import ProgressBars
 
     return ProgressBars()
 

@@ -8,22 +8,9 @@ import importlib
 import logging
 import sys
 
-from edge_runtime.errors import ConfigError, ConversionError, EdgeRuntimeError, InvalidInput, ModelLoadError
+from edge_runtime.errors import EdgeRuntimeError, exit_code
 
 COMMANDS = ["predict", "info", "bench", "serve", "run", "status"]
-
-# exit codes, documented in the README
-EXIT_ERROR, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
-
-
-def exit_code(exc: EdgeRuntimeError) -> int:
-    if isinstance(exc, (InvalidInput, ConfigError)):
-        return EXIT_USAGE
-    if isinstance(exc, ModelLoadError):
-        return EXIT_MODEL
-    if isinstance(exc, ConversionError):
-        return 4
-    return EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:

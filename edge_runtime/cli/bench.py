@@ -108,9 +108,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from edge_runtime.bench.compare import read_labels
     from edge_runtime.bench.plot import plot_latency, require_matplotlib
+    from edge_runtime.bench.progress import ProgressBars
     from edge_runtime.bench.report import append_csv, format_table
     from edge_runtime.bench.runner import BenchSettings, bench
-    from edge_runtime.cli.progress import ProgressBars
     from edge_runtime.errors import ConfigError
     from edge_runtime.manifest import read_manifest
     from edge_runtime.rows import read_rows

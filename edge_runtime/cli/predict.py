@@ -34,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
         rt = edge_runtime.load(args.target, threads=args.threads)
     m = rt.manifest
     rows = read_rows(args.input, m.feature_names, m.feature_types)
-    if isinstance(rows, np.ndarray) or len(rows) > 0:
-        preds = rt.predict_batch(rows)
-    else:
-        preds = []
+    preds = rt.predict_batch(rows) if isinstance(rows, np.ndarray) or len(rows) > 0 else ()
     out = sys.stdout
     for p in preds:
         out.write(json.dumps(p.to_dict(), default=str) + "\n")

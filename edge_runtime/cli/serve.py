@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        from edge_runtime.http import bind
         from edge_runtime.http.app import create_app
     except ImportError as exc:
         raise ConfigError(f"the HTTP API needs the [http] extra ({exc.name} is not installed); "
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         from edge_runtime.config import load_config
 
         cfg = load_config(args.target)
-        rt = edge_runtime.load(cfg.model.artifact, **cfg.runtime_options())
+        rt = edge_runtime.load(config=args.target)  # the version the agent serves, as predict CONFIG
         if cfg.http is not None:
             port = cfg.http.port if port is None else port
             host = cfg.http.host if host is None else host
@@ -47,12 +48,15 @@ def run(args: argparse.Namespace) -> int:
     port = 8080 if port is None else port
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a TCP port (0-65535)")
-    print(f"edge-runtime serve: http://{host or '127.0.0.1'}:{port} model version {rt.model_version} "
-          f"({'ready' if rt.health()['ready'] else 'NOT READY: ' + '; '.join(rt.health()['reasons'])})",
-          flush=True)
+    host = host or "127.0.0.1"
+    sock = bind(host, port)  # bound here: a port in use is a clear error, and --port 0 tells its port
+    port = int(sock.getsockname()[1])
+    health = rt.health()
+    print(f"edge-runtime serve: http://{host}:{port} model version {rt.model_version} "
+          f"({'ready' if health['ready'] else 'NOT READY: ' + '; '.join(health['reasons'])})", flush=True)
     try:
-        uvicorn.run(create_app(rt), host=host or "127.0.0.1", port=port, log_level="warning",
-                    access_log=False)
+        uvicorn.Server(uvicorn.Config(create_app(rt), log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
+        sock.close()
         rt.close()
     return 0

@@ -154,6 +154,6 @@ def create_app(rt: Runtime) -> FastAPI:
 
 
 def _version() -> str:
-    from edge_runtime import __version__
+    from edge_runtime.version import __version__
 
     return __version__

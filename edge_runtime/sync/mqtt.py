@@ -2,9 +2,10 @@
 
 paho's own network thread (``loop_start``) reconnects forever after any failure, but its
 backoff doubles without jitter, so a fleet that lost its broker would come back in lockstep.
-``JitteredClient`` replaces that one wait with "equal jitter" (half the capped exponential
-delay fixed, half random) and keeps everything else paho does, including re-sending
-unacknowledged QoS 1 messages after a reconnect.
+Before every wait paho calls us back (``on_disconnect`` or ``on_connect_fail``); there we set
+the next wait through the public ``reconnect_delay_set(d, d)`` to an "equal jitter" delay
+(half the capped exponential delay fixed, half random). Everything else is paho's, including
+re-sending unacknowledged QoS 1 messages after a reconnect.
 """
 
 from __future__ import annotations
@@ -36,22 +37,6 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     return d / 2 + (rng or random).uniform(0, d / 2)
 
 
-class JitteredClient(paho.Client):
-    """paho Client whose automatic reconnect waits a jittered, capped, exponential delay."""
-
-    reconnect_base_s = 1.0
-    reconnect_cap_s = 120.0
-    attempt = 0  # failed attempts since the last successful CONNACK
-
-    def _reconnect_wait(self) -> None:
-        delay = backoff_delay(self.attempt, self.reconnect_base_s, self.reconnect_cap_s)
-        self.attempt += 1
-        log.info("reconnecting to the broker in %.2f s (attempt %d)", delay, self.attempt)
-        end = time.monotonic() + delay
-        while not self._thread_terminate and time.monotonic() < end:
-            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
-
-
 @dataclass
 class LinkState:
     connected: bool = False
@@ -65,21 +50,26 @@ class MqttLink:
     """One MQTT 5 session to the broker for a device.
 
     ``on_connect()``, ``on_disconnect()``, ``on_publish(mid, ok)`` and ``on_message(topic,
-    payload)`` run on paho's network thread: keep them short.
+    payload, ack)`` run on paho's network thread: keep them short. ``ack()`` acknowledges the
+    message to the broker; call it once the message is handled (or refused for good), in the
+    order messages arrived.
     """
 
     def __init__(self, cfg: MqttConfig, *, client_id: str, will_topic: str, will_payload: bytes,
                  on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
                  on_publish: Callable[[int, bool, str], None] | None = None,
-                 on_message: Callable[[str, bytes], None] | None = None) -> None:
+                 on_message: Callable[[str, bytes, Callable[[], None]], None] | None = None) -> None:
         self.cfg = cfg
         self.state = LinkState()
         self._on_connect, self._on_disconnect = on_connect, on_disconnect
         self._on_publish, self._on_message = on_publish, on_message
         self._connected_evt = threading.Event()
         self.subscribed = threading.Event()  # set when the broker granted the last subscribe
-        c = JitteredClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        c.reconnect_base_s, c.reconnect_cap_s = cfg.reconnect_min_s, cfg.reconnect_max_s
+        self.attempt = 0  # failed attempts since the last accepted connection
+        # manual acknowledgement: a command is acknowledged (PUBACK) only once the agent has
+        # handled it, so a crash mid-command makes the broker deliver it again after a restart
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
+                        manual_ack=on_message is not None)
         # our publisher keeps its own window; paho's must be at least as large so it never
         # parks a message as "queued" (paho re-sends those less reliably after a reconnect)
         c.max_inflight_messages_set(cfg.inflight + 32)
@@ -102,6 +92,15 @@ class MqttLink:
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
         self.client = c
+        self._arm_backoff()
+
+    def _arm_backoff(self) -> None:
+        """Set paho's next reconnect wait to a jittered delay (paho waits right after our callback)."""
+        d = backoff_delay(self.attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        self.attempt += 1
+        self.client.reconnect_delay_set(d, d)  # type: ignore[arg-type]  # paho accepts float seconds
+        if self.attempt > 1:
+            log.info("reconnecting to the broker in %.2f s (attempt %d)", d, self.attempt - 1)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,7 +146,7 @@ class MqttLink:
         if reason_code.is_failure:
             self._error(f"broker refused the connection: {reason_code}")
             return
-        client.attempt = 0
+        self.attempt = 0
         self.state.connected = True
         self.state.since = time.time()
         self.state.connects += 1
@@ -159,6 +158,7 @@ class MqttLink:
 
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         self._error(f"cannot reach {self.cfg.host}:{self.cfg.port}")
+        self._arm_backoff()
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self.state.connected
@@ -171,6 +171,7 @@ class MqttLink:
                 self._error(f"disconnected: {reason_code}")
         else:  # closed before a CONNACK: TLS refused, bad credentials, broker shutting down
             self._error(f"connection to {self.cfg.host}:{self.cfg.port} closed before it was accepted: {reason_code}")
+        self._arm_backoff()
         if self._on_disconnect:
             self._on_disconnect()
 
@@ -186,11 +187,18 @@ class MqttLink:
         self.subscribed.set()
 
     def _handle_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        mid, qos = msg.mid, msg.qos
+
+        def ack() -> None:
+            if qos > 0:
+                client.ack(mid, qos)
+
         if self._on_message:
             try:
-                self._on_message(msg.topic, bytes(msg.payload))
+                self._on_message(msg.topic, bytes(msg.payload), ack)
             except Exception:  # a bad command must never kill the network thread
                 log.exception("command handler failed on %s", msg.topic)
+                ack()
 
     def _error(self, text: str) -> None:
         log.warning("%s", text)

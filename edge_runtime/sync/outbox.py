@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_kind_seq ON outbox (kind, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS handled_commands (id TEXT PRIMARY KEY, handled_at REAL NOT NULL);
 """
+HANDLED_KEPT = 10000  # command ids remembered (a redelivery comes within the broker's session expiry)
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,17 @@ class Outbox:
         ids = self.put_many([(topic, payload, kind, msg_id, created_at)])
         return ids[0]
 
-    def put_many(self, items: Iterable[tuple[str, bytes, str, str | None, float | None]]) -> list[str | None]:
-        """Store several messages in one transaction (one fsync)."""
+    def put_many(self, items: Iterable[tuple[str, bytes, str, str | None, float | None]], *,
+                 handled_command: str | None = None) -> list[str | None]:
+        """Store several messages in one transaction (one fsync). With ``handled_command``, that
+        command id is recorded as handled in the same transaction, so its result and the record
+        that it ran survive (or vanish) together."""
         out: list[str | None] = []
         items = list(items)
         with self._lock:
             self._check_open()
             db = self._db
-            durable = self.sync == "full" and any(it[2] == "event" for it in items)
+            durable = self.sync == "full" and (handled_command is not None or any(it[2] == "event" for it in items))
             self._set_sync("FULL" if durable else "NORMAL")
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -151,6 +156,11 @@ class Outbox:
                     self._bytes += size
                     self._count += 1
                     out.append(mid)
+                if handled_command is not None:
+                    db.execute("INSERT OR REPLACE INTO handled_commands (id, handled_at) VALUES (?, ?)",
+                               (handled_command, time.time()))
+                    db.execute("DELETE FROM handled_commands WHERE id IN (SELECT id FROM handled_commands "
+                               "ORDER BY handled_at DESC LIMIT -1 OFFSET ?)", (HANDLED_KEPT,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -258,6 +268,13 @@ class Outbox:
             self._bytes -= sum(sizes)
             self._count -= len(sizes)
             return len(sizes)
+
+    def command_handled(self, command_id: str) -> bool:
+        """Was this command id handled before (in this run or an earlier one)?"""
+        with self._rlock:
+            self._check_open()
+            row = self._rdb.execute("SELECT 1 FROM handled_commands WHERE id = ?", (command_id,)).fetchone()
+        return row is not None
 
     def last_seq(self) -> int:
         with self._rlock:

@@ -25,7 +25,7 @@ def test_example_configs_are_valid(path: Path) -> None:
     assert cfg.model.artifact is not None and cfg.mqtt is not None
     opts = cfg.runtime_options()
     assert opts["threads"] == cfg.model.threads and opts["backend"] == cfg.model.backend
-    from edge_runtime.runtime import RuntimeOptions
+    from edge_runtime.options import RuntimeOptions
 
     RuntimeOptions.from_kwargs(**opts)  # what edge_runtime.load(config=...) will do
 

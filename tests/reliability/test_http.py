@@ -4,8 +4,8 @@ of schemathesis over its OpenAPI document that must find no 500."""
 from __future__ import annotations
 
 import json
-import socket
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +18,6 @@ from schemathesis import GenerationMode
 import edge_runtime
 from edge_runtime.http import BackgroundServer, start_background
 from tests.conftest import run_cli, write_fake_artifact
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:
@@ -170,33 +164,39 @@ def test_openapi_property_run_finds_no_server_error(served: tuple[str, edge_runt
     assert calls >= 40  # the run really exercised the API
 
 
-@pytest.mark.slow
-def test_serve_command_starts_the_server(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def start_serve(target: Path, *args: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``edge-runtime serve TARGET --port 0 ...`` in a process; returns it, its URL and the line it printed."""
     from tests.conftest import ROOT
 
-    d = write_fake_artifact(tmp_path / "m")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", str(d), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", str(target), "--port", "0", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # log lines may come first; the address line says where it listens
+        if line.startswith("edge-runtime serve: http://"):
+            return proc, line.split()[2], line
+    proc.wait(10)
+    raise AssertionError(f"serve exited with {proc.returncode} before listening")
+
+
+def stop_serve(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
     try:
-        end = time.monotonic() + 20
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.communicate()[0]
-                assert time.monotonic() < end, "serve did not come up"
-                time.sleep(0.1)
-        assert r.status_code == 200
-        assert httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": {"a": 1, "b": 2}}).json()["value"] == 3
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_serve_command_starts_the_server(tmp_path: Path) -> None:
+    d = write_fake_artifact(tmp_path / "m")
+    proc, url, line = start_serve(d)
+    try:
+        assert "model version 1 (ready)" in line and not url.endswith(":0")
+        assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
+        assert httpx.post(f"{url}/predict", json={"features": {"a": 1, "b": 2}}, timeout=10).json()["value"] == 3
     finally:
-        proc.terminate()
-        out = proc.communicate(timeout=10)[0]
-    assert f"http://127.0.0.1:{port} model version 1 (ready)" in out
+        stop_serve(proc)
 
 
 def test_serve_command_bad_target_is_one_line() -> None:

@@ -1,0 +1,216 @@
+"""The device agent: serves the active model and reports over MQTT through the durable outbox.
+
+    agent = Agent(load_config("device_configs/raspberry-pi-4.toml"))
+    agent.start()
+    agent.event("drift_alert", feature="tenure", score=0.31)   # queued durably, then published
+    agent.run_until_signal()                                   # SIGTERM/SIGINT: clean stop
+
+Three parts with one job each, wired together here: ``ModelManager`` (store, active version,
+the Runtime), ``Reporter`` (status, metrics, events, the state file) and ``CommandIntake``
+(commands from the ``cmd`` topics, deduplicated on disk, dispatched one at a time through
+``Agent.commands``). The local HTTP API, when ``[http]`` is configured, is the same background
+server ``edge-runtime serve`` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from edge_runtime.agent.commands import CommandHandler, CommandIntake, ping
+from edge_runtime.agent.models import ModelManager
+from edge_runtime.agent.reporter import OUTBOX_FILE, STATE_FILE, Reporter
+from edge_runtime.config import Config
+from edge_runtime.errors import ConfigError
+from edge_runtime.http import BackgroundServer
+from edge_runtime.runtime import Runtime
+from edge_runtime.sync.mqtt import MqttLink
+from edge_runtime.sync.outbox import Outbox
+from edge_runtime.sync.publisher import Publisher
+from edge_runtime.sync.topics import Topics
+
+__all__ = ["OUTBOX_FILE", "STATE_FILE", "Agent", "CommandHandler", "rss_mb"]
+
+log = logging.getLogger(__name__)
+
+
+def rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _version() -> str:
+    from edge_runtime.version import __version__
+
+    return __version__
+
+
+class Agent:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.version = _version()
+        self.started_at = time.time()
+        self.topics = Topics(cfg.device.fleet, cfg.device.id, tuple(cfg.device.groups))
+        self.models = ModelManager(cfg)
+        self.reporter = Reporter(cfg, self.topics, version=self.version, started_at=self.started_at,
+                                 models=self.models.models)
+        self.intake = CommandIntake(self.reporter, {"ping": ping(self.started_at)})
+        self.http: BackgroundServer | None = None
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    # -- the parts, as callers and tests reach them -------------------------------------------------
+    @property
+    def commands(self) -> dict[str, CommandHandler]:
+        """Command name -> handler; add to it before ``start``."""
+        return self.intake.handlers
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self.models.runtime
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return self.reporter.outbox
+
+    @property
+    def link(self) -> MqttLink | None:
+        return self.reporter.link
+
+    @property
+    def publisher(self) -> Publisher | None:
+        return self.reporter.publisher
+
+    @property
+    def store_errors(self) -> int:
+        return self.reporter.store_errors
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        runtime = self.models.start()
+        runtime.subscribe(self._on_runtime_event)
+        self.intake.start()
+        self.reporter.open(self.intake.on_message)
+        self._start_http(runtime)
+        active = self.models.active
+        self.event("agent_started", model=active.name if active else None,
+                   model_version=active.version if active else None, pid=os.getpid())
+        self._timer = threading.Thread(target=self._timers, name="agent-timers", daemon=True)
+        self._timer.start()
+        self.reporter.write_state(force=True)
+
+    def stop(self) -> None:
+        """Clean stop: report it, flush what the broker takes in time, mark offline, close."""
+        if self._stop.is_set():
+            return
+        if self._timer is not None:  # start() completed
+            self.event("agent_stopping", uptime_s=round(time.time() - self.started_at, 3))
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(2)
+        self.intake.stop()
+        if self.http is not None:
+            try:
+                self.http.stop()
+            except Exception:
+                log.exception("stopping the HTTP server failed")
+        self.reporter.close()
+        self.models.close()
+
+    @staticmethod
+    def install_signal_handlers() -> threading.Event:
+        """SIGTERM/SIGINT set the returned event (main thread only). Install before ``start``
+        so a signal during start-up still ends in a clean stop."""
+        done = threading.Event()
+
+        def handler(signum: int, frame: Any) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            done.set()
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, handler)
+        return done
+
+    def run_until_signal(self, done: threading.Event | None = None) -> None:
+        """Block until SIGTERM or SIGINT (or ``done``), then stop cleanly."""
+        done = done or self.install_signal_handlers()
+        try:
+            while not done.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    # -- reporting ----------------------------------------------------------------------------
+    def event(self, type: str, **data: Any) -> str | None:
+        """Queue an event durably (outbox) and wake the publisher; return its id."""
+        return self.reporter.event(type, **data)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        rt: dict[str, Any] = dict(self.runtime.metrics()) if self.runtime is not None else {}
+        counts = rt.get("predictions") or {}
+        total = sum(v for v in counts.values() if isinstance(v, (int, float)))
+        if total:
+            rt.setdefault("rates", {
+                "error": round(counts.get("error", 0) / total, 6),
+                "fallback": round(counts.get("fallback", 0) / total, 6),
+                "cache": round(counts.get("cache", 0) / total, 6)})
+        snap: dict[str, Any] = {"runtime": rt, "agent": {"uptime_s": round(time.time() - self.started_at, 3),
+                                                         "rss_mb": rss_mb(), "version": self.version}}
+        if self.runtime is not None:
+            snap["health"] = self.runtime.health()
+        snap.update(self.reporter.transport_stats())
+        return snap
+
+    def publish_metrics(self) -> str | None:
+        return self.reporter.publish_metrics(self.metrics_snapshot())
+
+    def publish_status(self) -> None:
+        self.reporter.publish_status()
+
+    def _timers(self) -> None:
+        m = self.cfg.mqtt
+        next_metrics = time.monotonic() + (m.metrics_interval_s if m else 3600)
+        next_beat = time.monotonic() + (m.heartbeat_interval_s if m else 3600)
+        while not self._stop.wait(min(0.5, (m.metrics_interval_s / 2) if m else 0.5)):
+            now = time.monotonic()
+            try:
+                if m is not None and now >= next_metrics:
+                    next_metrics = max(next_metrics + m.metrics_interval_s, now)
+                    self.publish_metrics()
+                if m is not None and now >= next_beat:
+                    next_beat = max(next_beat + m.heartbeat_interval_s, now)
+                    self.publish_status()
+                self.reporter.write_state()
+            except Exception:
+                log.exception("agent timer failed")
+
+    def _on_runtime_event(self, kind: str, data: dict[str, Any]) -> None:
+        try:
+            self.event(kind, **data)
+        except Exception:
+            log.exception("could not queue runtime event %s", kind)
+
+    # -- local HTTP API -------------------------------------------------------------------------
+    def _start_http(self, runtime: Runtime) -> None:
+        h = self.cfg.http
+        if h is None:
+            return
+        try:
+            import uvicorn  # noqa: F401  (the [http] extra)
+        except ImportError as exc:
+            raise ConfigError(f"[http] is configured but the HTTP API needs the [http] extra ({exc.name} is not "
+                              "installed): pip install 'edge-runtime[http]', or remove the [http] section",
+                              file=self.cfg.file, key="http") from exc
+        try:
+            self.http = BackgroundServer(runtime, h.host, h.port).start()
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=self.cfg.file, key="http.port") from exc
+        self.reporter.http_address = f"{h.host}:{self.http.port}"
+        log.info("local HTTP API on %s", self.http.url)
