@@ -12,7 +12,7 @@ probabilities or values out) rather than from the fp32 file:
              model's inputs/outputs stay float32 unless ``int8_io`` is asked for (the LiteRT
              backend applies scale and zero point either way).
 
-TensorFlow is imported inside the functions (the ``[tflite-convert]`` extra).
+TensorFlow is imported inside the functions (the ``edge-convert[tflite]`` extra).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 TFLITE_FILE = "model.tflite"
 CALIBRATION_ROWS = 300  # the representative dataset; more rows add conversion time, not accuracy
-EXTRA_HINT = "Install the TFLite converter: pip install 'edge-runtime[tflite-convert]' (tensorflow-cpu)"
+EXTRA_HINT = "Install the TFLite converter: pip install 'edge-convert[tflite]' (tensorflow)"
 DYNAMIC_NOTE = ("dynamic-range int8 uses op versions tflite-runtime 2.14 cannot load "
                 "(FULLY_CONNECTED version 12): this artifact needs ai-edge-litert")
 

@@ -76,7 +76,7 @@ def main() -> int:
         if args.artifact:
             art = Path(args.artifact)
         else:
-            from tests.bench.artifacts import iris_mlp_artifacts
+            from scripts.bench_artifacts import iris_mlp_artifacts
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import edge_runtime  # noqa: E402
-from tests.reliability.onnx_models import iris_artifact, raw_session  # noqa: E402
+from scripts.bench_models import iris_artifact, raw_session  # noqa: E402
 
 
 def interleaved(fns: dict[str, Callable[[int], Any]], runs: int, warmup: int = 500) -> dict[str, np.ndarray]:

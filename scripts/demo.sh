@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo-out}
 . scripts/_venv.sh
-echo "==> installing edge-runtime with the converters (extra [convert])"
-"$VENV/bin/python" -m pip install -q -e ".[convert]"
+echo "==> installing edge-runtime and edge-convert (the converters, a second distribution)"
+"$VENV/bin/python" -m pip install -q -e . -e ./converters
 export PATH="$PWD/$VENV/bin:$PATH"
 mkdir -p "$OUT"
 export MLFLOW_TRACKING_URI="sqlite:///$PWD/$OUT/mlflow.db"

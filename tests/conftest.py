@@ -71,29 +71,6 @@ def mosquitto(tmp_path: Path):
     broker.stop()
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Make ``--dist loadgroup`` group again under pytest 9.2.
-
-    pytest-xdist 3.8 groups ``xdist_group`` tests by appending ``@group`` to ``item._nodeid``;
-    pytest 9.2 reads node ids from ``item._id`` instead, so the suffix is lost and grouped tests
-    spread over every worker (pytest-dev/pytest-xdist#1386). Set it where pytest 9.2 reads it;
-    a no-op when xdist already did (older pytest, or a fixed xdist).
-    """
-    if not getattr(config.option, "loadgroup", False):
-        return
-    try:
-        from _pytest.nodeid import coerce_node_id  # type: ignore[import-not-found]
-    except ImportError:  # pytest < 9.2: xdist's own suffix works
-        return
-    for item in items:
-        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                        for m in item.iter_markers("xdist_group")})
-        tail = item.nodeid.rsplit("]", 1)[-1].rsplit("::", 1)[-1]
-        if names and "@" not in tail:
-            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
-
-
 # -- real converted artifacts (converters' fixtures; built once per session and worker) ----------
 def _convert_sklearn_fixture(root: Path, name: str, estimator: Any, frame: Any, target: Any) -> Path:
     """Fit ``estimator`` on a bundled data set, save it as an MLflow model, convert it (quantize none)."""

@@ -63,7 +63,8 @@ def imports(path: Path, known: set[str]) -> set[str]:
 
 
 def project_graph() -> dict[str, set[str]]:
-    files = [p for pkg in ("edge_runtime", "converters") for p in (ROOT / pkg).rglob("*.py")]
+    files = [p for pkg in ("edge_runtime", "converters") for p in (ROOT / pkg).rglob("*.py")
+             if "build" not in p.relative_to(ROOT).parts]  # setuptools' build/ copies are not the code
     known = {module_name(p): p for p in files}
     graph = {}
     for name, path in known.items():

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 TARGET_OPSET = 15  # the highest onnxmltools 1.16 converts to
 MIN_ONNXRUNTIME = "1.10"
-EXTRA_HINT = "pip install 'edge-runtime[boost]' (xgboost, lightgbm, onnxmltools)"
+EXTRA_HINT = "pip install 'edge-convert[boost]' (xgboost, lightgbm, onnxmltools)"
 
 
 def _kind(model: Any, library: str) -> tuple[str, Any]:

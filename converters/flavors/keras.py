@@ -143,7 +143,7 @@ def keras_to_onnx(model: Any, width: int, output_name: str) -> Any:
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     except ImportError as exc:
         raise ConversionError("converting a Keras model to ONNX needs tf2onnx",
-                              hint="pip install 'edge-runtime[tflite-convert]' (tensorflow-cpu, tf2onnx), "
+                              hint="pip install 'edge-convert[tflite]' (tensorflow, tf2onnx), "
                               "or use --format tflite") from exc
     spec = tf.TensorSpec((None, width), tf.float32, name=INPUT_NAME)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])

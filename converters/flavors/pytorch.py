@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 MIN_ONNXRUNTIME = "1.13"
-EXTRA_HINT = "pip install 'edge-runtime[torch]' (torch CPU)"
+EXTRA_HINT = "pip install 'edge-convert[torch]' (torch CPU)"
 
 
 def _input_shape(source: ModelSource) -> tuple[int, ...] | None:

@@ -14,7 +14,7 @@ import pytest
 def bench_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{"fp32", "int8": iris MLP (64-32) artifacts; "regression": linear regression on diabetes;
     "noref": the same without reference histograms}."""
-    from tests.bench.artifacts import diabetes_linear_artifact, iris_mlp_artifacts
+    from scripts.bench_artifacts import diabetes_linear_artifact, iris_mlp_artifacts
 
     root = tmp_path_factory.getbasetemp().parent / "bench-artifacts"  # shared by xdist workers
     root.mkdir(exist_ok=True)

@@ -13,11 +13,11 @@ import pytest
 if importlib.util.find_spec("ai_edge_litert") is None:
     pytest.skip("LiteRT (the [tflite] extra) is not installed", allow_module_level=True)
 if importlib.util.find_spec("tensorflow") is None:
-    pytest.skip("tensorflow-cpu (the [tflite-convert] extra) makes the test models", allow_module_level=True)
+    pytest.skip("TensorFlow (edge-convert[tflite]) makes the test models", allow_module_level=True)
 
 from edge_runtime.bench.runner import BenchSettings, bench
 
-pytestmark = [pytest.mark.xdist_group("tf"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 

@@ -14,7 +14,7 @@ import pytest
 import edge_runtime
 from edge_runtime.errors import ConversionError, UnsupportedModel
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flavors")]
+pytestmark = pytest.mark.slow
 
 
 def _log(store: Any, flavor: str, model: Any, **kw: Any) -> str:
@@ -49,7 +49,7 @@ def _labels_and_proba(out: Path, X: Any) -> tuple[np.ndarray, np.ndarray | None,
 @pytest.fixture(scope="module")
 def torch_mlp(store: Any, iris: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch (the [torch] extra) is not installed")
+        pytest.skip("torch (edge-convert[torch]) is not installed")
     import torch
 
     X = iris[0].to_numpy(dtype=np.float32)
@@ -100,7 +100,7 @@ _BOOSTERS = {
 def test_boosters(library: str, task: str, store: Any, iris: Any, diabetes: Any, iris_csv: Path,
                   diabetes_csv: Path, tmp_path: Path) -> None:
     if importlib.util.find_spec(library) is None:
-        pytest.skip(f"{library} (the [boost] extra) is not installed")
+        pytest.skip(f"{library} (edge-convert[boost]) is not installed")
     X, y = iris if task == "cls" else diabetes
     est = _BOOSTERS[library, task]().fit(X, y)
     uri = _log(store, library, est, input_example=X.iloc[:5])

@@ -15,10 +15,10 @@ import pytest
 import edge_runtime
 
 if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("ai_edge_litert") is None:
-    pytest.skip("needs the [tflite-convert] and [tflite] extras (tensorflow-cpu, ai-edge-litert)",
+    pytest.skip("needs edge-convert[tflite] and edge-runtime[tflite] (tensorflow, ai-edge-litert)",
                 allow_module_level=True)
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tf")]
+pytestmark = pytest.mark.slow
 
 # int8 may flip a row or two of a tiny model; the gate is told so explicitly
 INT8_DROP = 0.05

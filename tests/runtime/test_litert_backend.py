@@ -15,7 +15,7 @@ import pytest
 if importlib.util.find_spec("ai_edge_litert") is None:
     pytest.skip("LiteRT (the [tflite] extra) is not installed", allow_module_level=True)
 if importlib.util.find_spec("tensorflow") is None:
-    pytest.skip("tensorflow-cpu (the [tflite-convert] extra) makes the test models", allow_module_level=True)
+    pytest.skip("TensorFlow (edge-convert[tflite]) makes the test models", allow_module_level=True)
 
 import edge_runtime
 from edge_runtime.backends import BackendOptions, open_backend
@@ -23,7 +23,7 @@ from edge_runtime.backends.litert import load_error
 from edge_runtime.errors import BackendError, ModelLoadError
 from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
 
-pytestmark = [pytest.mark.xdist_group("tf"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 

@@ -13,7 +13,7 @@ from edge_runtime.errors import BackendError, ModelLoadError
 
 @pytest.fixture(scope="module")
 def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
-    skl2onnx = pytest.importorskip("skl2onnx", reason="the [convert] extra builds the test model")
+    skl2onnx = pytest.importorskip("skl2onnx", reason="edge-convert (skl2onnx) builds the test model")
     from sklearn.datasets import load_iris
     from sklearn.neural_network import MLPClassifier
 
