@@ -31,5 +31,7 @@ def test_benchmark_script_runs_at_tiny_size(script: str) -> None:
             pytest.skip(f"mosquitto is not installed at {MOSQUITTO} (apt-get install mosquitto)")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *RUNS[script]], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # bench_check is itself a check: at a tiny size its verdict is noise, but it must reach one
+    verdict = script == "bench_check.py" and r.returncode == 1 and "FAIL: bench's p50" in r.stdout
+    assert r.returncode == 0 or verdict, r.stderr[-2000:]
     assert len(r.stdout.strip().splitlines()) >= 3, r.stdout
