@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_runtime.bench.measure import stats_from_ns, time_calls
 
 
-def log_models(workdir: Path) -> list[tuple[str, str, np.ndarray, list[str]]]:
+def log_models(workdir: Path, limit: int | None = None) -> list[tuple[str, str, np.ndarray, list[str]]]:
     """Train and log the benchmark models; return (label, model uri, rows, feature names)."""
     import mlflow
     from mlflow.models import infer_signature
@@ -57,7 +57,7 @@ def log_models(workdir: Path) -> list[tuple[str, str, np.ndarray, list[str]]]:
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for label, X, y, est in specs:
+        for label, X, y, est in specs[:limit]:
             est.fit(X, y)
             with mlflow.start_run():
                 info = mlflow.sklearn.log_model(est, name="model", input_example=X.head(3),
@@ -163,12 +163,13 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--tflite", action="store_true",
                     help="also run scripts/bench_tflite.py: raw LiteRT vs predict on .tflite artifacts, fp32/fp16/int8")
+    ap.add_argument("--models", type=int, default=None, help="benchmark only the first N models (smoke runs)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results = [bench_model(label, uri, X, names, work, args.runs)
-                   for label, uri, X, names in log_models(work)]
+                   for label, uri, X, names in log_models(work, args.models)]
     import onnxruntime
 
     print(f"# bench_overhead: python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}, "

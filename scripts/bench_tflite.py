@@ -41,7 +41,7 @@ MODES = ("none", "fp16", "dynamic", "static")
 LABEL = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic int8", "static": "static int8"}
 
 
-def train_and_log(work: Path) -> list[dict[str, Any]]:
+def train_and_log(work: Path, limit: int = 3) -> list[dict[str, Any]]:
     """Train the benchmark models, log them to a local MLflow store; return their descriptions."""
     import keras
     import mlflow
@@ -78,6 +78,8 @@ def train_and_log(work: Path) -> list[dict[str, Any]]:
     cols = [f"x{i}" for i in range(4)]
     out.append({"label": "Keras MLP 16 (iris, 4 features)", "uri": info.model_uri, "X": X,
                 "want": mlp.predict(X, verbose=0).argmax(1), "csv": save_rows("iris", X, cols)})
+    if len(out) >= limit:
+        return out
 
     d = load_digits()
     imgs = (d.images / 16.0).astype(np.float32)[..., None]
@@ -94,6 +96,8 @@ def train_and_log(work: Path) -> list[dict[str, Any]]:
     out.append({"label": "Keras CNN conv16-dense32 (digits 8x8)", "uri": info.model_uri, "X": flat,
                 "want": cnn.predict(imgs, verbose=0).argmax(1),
                 "csv": save_rows("digits", flat, [f"x{i}" for i in range(64)])})
+    if len(out) >= limit:
+        return out
 
     c = load_breast_cancer()
     Xc = c.data.astype(np.float32)
@@ -152,7 +156,8 @@ def _best_medians(fns: dict[str, Callable[[], Any]], runs: int, rounds: int) -> 
     return best
 
 
-def bench(model: dict[str, Any], work: Path, runs: int, rounds: int) -> dict[str, Any]:
+def bench(model: dict[str, Any], work: Path, runs: int, rounds: int,
+          modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     import onnxruntime as ort
 
     import converters
@@ -161,7 +166,7 @@ def bench(model: dict[str, Any], work: Path, runs: int, rounds: int) -> dict[str
     row = X[7].copy()
     batch = X[np.arange(256) % len(X)].astype(np.float32)
     res: dict[str, Any] = {"model": model["label"], "modes": {}}
-    for mode in MODES:
+    for mode in modes:
         out = work / f"{abs(hash(model['uri']))}-{mode}"
         try:
             report = converters.convert(model["uri"], format="tflite", quantize=mode, out=out,
@@ -243,12 +248,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3000, help="timed single-row calls per variant and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each variant keeps its best")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--models", type=int, default=3, help="benchmark only the first N models (smoke runs)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     args = ap.parse_args()
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not modes or set(modes) - set(MODES):
+        ap.error(f"--modes takes a comma-separated subset of {','.join(MODES)}")
     import ai_edge_litert.interpreter  # noqa: F401 - fail early without the [tflite] extra
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results = [bench(m, work, args.runs, args.rounds) for m in train_and_log(work)]
+        models = train_and_log(work, max(1, args.models))
+        results = [bench(m, work, args.runs, args.rounds, modes) for m in models]
     import importlib.metadata as md
 
     print(f"# bench_tflite: python {sys.version.split()[0]}, ai-edge-litert {md.version('ai-edge-litert')}, "

@@ -9,15 +9,16 @@ import sys
 
 import pytest
 
+from scripts.bench_docs import PAGE, blocks, table_headers
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 RUNS = {
-    "bench_overhead.py": ["--runs", "50"],
+    "bench_overhead.py": ["--runs", "50", "--models", "1"],
     "bench_reliability.py": ["--runs", "200", "--seconds", "0.2", "--only", "single"],
     "bench_check.py": ["--runs", "100", "--rounds", "1"],
-    "bench_tflite.py": ["--runs", "30", "--rounds", "1"],
+    "bench_tflite.py": ["--runs", "30", "--rounds", "1", "--models", "1", "--modes", "none,dynamic"],
     "bench_mqtt.py": ["--messages", "200", "--steady", "50"],
 }
 
@@ -35,3 +36,20 @@ def test_benchmark_script_runs_at_tiny_size(script: str) -> None:
     verdict = script == "bench_check.py" and r.returncode == 1 and "FAIL: bench's p50" in r.stdout
     assert r.returncode == 0 or verdict, r.stderr[-2000:]
     assert len(r.stdout.strip().splitlines()) >= 3, r.stdout
+    # the page that documents the numbers shows this script's tables with the columns it prints
+    documented = [body for s, _, body in blocks(PAGE.read_text()) if s == script]
+    assert documented, f"docs/benchmarks.md has no <!-- bench: {script} ... --> block"
+    for body in documented:
+        if body.strip():  # a block not generated yet has nothing to compare
+            assert set(table_headers(r.stdout)) <= set(table_headers(body)), (
+                f"{script} now prints tables the page does not show: run python scripts/bench_docs.py")
+
+
+def test_every_documented_benchmark_is_a_script_with_those_options() -> None:
+    for script, args, _ in blocks(PAGE.read_text()):
+        path = ROOT / "scripts" / script
+        assert path.is_file(), script
+        r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        for opt in (a for a in args if a.startswith("--")):
+            assert opt in r.stdout, f"{script} has no option {opt} (docs/benchmarks.md uses it)"

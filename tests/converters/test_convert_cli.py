@@ -70,14 +70,18 @@ def test_convert_auto_through_cli(mlp_uri: str, store: Any, iris_csv: Path, tmp_
 
 
 @pytest.mark.slow
-def test_missing_signature_through_cli(store: Any, iris: Any, tmp_path: Path) -> None:
+def test_missing_signature_is_refused_with_exit_4(store: Any, iris: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process (the exit-code mapping is the same ``main``): a subprocess would pay the
+    imports of mlflow and the converters again for one refusal."""
     from sklearn.linear_model import LogisticRegression
+
+    from converters.cli import main
 
     X, y = iris
     uri = store.log(LogisticRegression(max_iter=500).fit(X.to_numpy(), y), X.to_numpy(), example=False)
-    r = run_cli(uri, "--out", str(tmp_path / "a"), "--tracking-uri", store.uri, module="converters")
-    assert r.returncode == 4
-    assert "--n-features N or --sample-data FILE" in _one_line(r.stderr)
+    assert main([uri, "--out", str(tmp_path / "a"), "--tracking-uri", store.uri]) == 4
+    assert "--n-features N or --sample-data FILE" in _one_line(capsys.readouterr().err)
 
 
 # -- the runtime's view of a damaged artifact (exit 3 integrity, 2 input) ------------------------

@@ -214,17 +214,20 @@ def test_sklearn_dense_to_tflite(kind: str, mode: str, sk_logged: Any, store: An
     assert by_name.value == got[3]
 
 
-def test_sklearn_tree_to_tflite_says_use_onnx(cli: Any, store: Any, iris: Any, iris_csv: Path,
-                                              tmp_path: Path) -> None:
+def test_sklearn_tree_to_tflite_says_use_onnx(store: Any, iris: Any, iris_csv: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     from sklearn.ensemble import RandomForestClassifier
+
+    from converters.cli import main
 
     X, y = iris
     uri = store.log(RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y), X,
                     skops_trusted_types=["sklearn.tree._tree.Tree"])
-    r = cli(uri, "--format", "tflite", "--calibration-data", str(iris_csv), "--out", str(tmp_path / "rf"),
-            "--tracking-uri", store.uri, module="converters")
-    assert r.returncode == 4, r.stderr[-2000:]
-    line = r.stderr.strip().splitlines()[-1]
+    code = main([uri, "--format", "tflite", "--calibration-data", str(iris_csv), "--out", str(tmp_path / "rf"),
+                 "--tracking-uri", store.uri])
+    err = capsys.readouterr().err
+    assert code == 4, err[-2000:]
+    line = err.strip().splitlines()[-1]
     assert "TFLite cannot express scikit-learn RandomForestClassifier" in line
     assert "--format onnx" in line and "LogisticRegression" in line  # what is supported
     assert not (tmp_path / "rf").exists()
