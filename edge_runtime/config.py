@@ -94,9 +94,18 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class UpdatesConfig:
-    public_keys: tuple[Path, ...] = ()
+    public_keys: tuple[Path, ...] = field(default=(), metadata=_meta(exists=True))  # trusted for both roles
+    artifact_keys: tuple[Path, ...] = field(default=(), metadata=_meta(exists=True))  # verify manifest.sig
+    deployment_keys: tuple[Path, ...] = field(default=(), metadata=_meta(exists=True))  # desired states, commands
     keep_versions: int = field(default=3, metadata=_meta(min=1))
     probation_s: float = field(default=300.0, metadata=_meta(min=0))
+    probation_min_predictions: int = field(default=100, metadata=_meta(min=0))
+    probation_max_restarts: int = field(default=2, metadata=_meta(min=0))  # more starts in probation: roll back
+    max_error_rate: float = field(default=0.01, metadata=_meta(min=0, max=1))
+    max_fallback_rate: float = field(default=0.05, metadata=_meta(min=0, max=1))
+    max_p99_ms: float | None = field(default=None, metadata=_meta(min=0))
+    chunk_window: int = field(default=16, metadata=_meta(min=1, max=1024))  # chunks asked for at once
+    download_stall_s: float = field(default=10.0, metadata=_meta(min=0.1))  # no chunk this long: ask again
 
 
 @dataclass(frozen=True)
@@ -361,8 +370,11 @@ def _check_files(cfg: Config) -> None:
             continue
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            if f.metadata.get("exists") and value is not None and not Path(value).exists():
-                raise ConfigError(f"{value} does not exist", file=cfg.file, key=f"{name}.{f.name}")
+            if not f.metadata.get("exists") or value is None:
+                continue
+            for v in (value if isinstance(value, tuple) else (value,)):
+                if not Path(v).exists():
+                    raise ConfigError(f"{v} does not exist", file=cfg.file, key=f"{name}.{f.name}")
     m = cfg.mqtt
     if m is not None and m.password_file is not None:
         try:

@@ -6,6 +6,7 @@
      ├── ModelLoadError          an artifact cannot be loaded or fails its smoke test
      │    └── ArtifactIntegrityError   the file does not match its manifest (hash, size)
      ├── BackendError            the backend failed while running a valid input
+     ├── TrustError              a signature, key or signed document is missing, invalid or untrusted
      ├── ConversionError         a conversion failed or broke its parity gate
      └── UnsupportedModel        no converter exists for this flavor / estimator / format
 
@@ -84,6 +85,14 @@ class BackendError(EdgeRuntimeError):
         super().__init__(f"{backend} backend failed: {reason}")
 
 
+class TrustError(EdgeRuntimeError):
+    """A signature, key or signed document is missing, invalid or not trusted."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class ConversionError(EdgeRuntimeError):
     """A conversion failed, or its artifact broke the parity gate."""
 
@@ -113,7 +122,7 @@ def exit_code(exc: EdgeRuntimeError) -> int:
     """The process exit code for an error a command ends with."""
     if isinstance(exc, (InvalidInput, ConfigError)):
         return EXIT_USAGE
-    if isinstance(exc, ModelLoadError):
+    if isinstance(exc, (ModelLoadError, TrustError)):
         return EXIT_MODEL
     if isinstance(exc, ConversionError):
         return EXIT_CONVERSION

@@ -1,7 +1,11 @@
 """The device's model store: installed artifact versions and which one is active.
 
     data_dir/models/<name>/<version>/     an installed artifact (never modified after install)
-    data_dir/models/active.json           {"name", "version", "previous": {...} | null}
+    data_dir/models/active.json           {"name", "version", "previous": {...} | null,
+                                           "committed": [{...}, ...]}
+
+``committed`` lists the versions that passed probation (oldest first); ``previous`` is the last
+of them that is not the active one, so a version that failed is never ``previous``.
 
 Installs copy into a temporary directory, fsync every file, then rename into place, so a
 power cut leaves either the whole version or nothing. The active pointer is rewritten the
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ModelLoadError
-from edge_runtime.manifest import read_manifest, verify_artifact
+from edge_runtime.manifest import MANIFEST_FILE, SIGNATURE_FILE, read_manifest, verify_artifact
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +90,9 @@ class ModelStore:
     def has(self, ref: ModelRef) -> bool:
         return (self.path(ref) / "manifest.json").is_file()
 
-    def install(self, artifact_dir: str | Path) -> ModelRef:
+    def install(self, artifact_dir: str | Path, *, move: bool = False) -> ModelRef:
         """Verify an artifact and copy it into the store; return its (name, version).
+        ``move`` renames the files instead (a staged download on the same file system).
 
         Installing a version that is already there is a no-op, so a restart can call this
         every time."""
@@ -101,8 +106,11 @@ class ModelStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{ref.version}.", dir=dest.parent))
         try:
             for f in sorted(src.iterdir()):
-                if f.is_file():
-                    shutil.copyfile(f, tmp / f.name)
+                if f.is_file() and f.name in (MANIFEST_FILE, SIGNATURE_FILE, manifest.file):
+                    if move:
+                        os.replace(f, tmp / f.name)
+                    else:
+                        shutil.copyfile(f, tmp / f.name)
                     with open(tmp / f.name, "rb") as fh:
                         os.fsync(fh.fileno())
             verify_artifact(tmp)  # the copy, not only the source, must match its manifest
@@ -136,15 +144,52 @@ class ModelStore:
         prev = d.get("previous") if d else None
         return ModelRef(prev["name"], prev["version"]) if prev else None
 
-    def activate(self, ref: ModelRef) -> None:
-        """Make an installed version the active one; the old active becomes ``previous``."""
+    def committed(self) -> list[ModelRef]:
+        """Versions that passed probation (or were installed from the config), oldest first."""
+        d = self._read_pointer() or {}
+        out = [ModelRef(c["name"], c["version"]) for c in d.get("committed") or []]
+        if not out and d.get("previous"):  # a pointer written before ``committed`` existed
+            out = [ModelRef(d["previous"]["name"], d["previous"]["version"])]
+        return out
+
+    def activate(self, ref: ModelRef, *, commit: bool = False, forget: ModelRef | None = None) -> None:
+        """Make an installed version the active one. ``commit``: it needs no probation (the
+        configured artifact). ``forget``: a version that failed or was rolled back leaves the
+        committed list, so it can never be ``previous``."""
         if not self.has(ref):
             raise ModelLoadError(self.path(ref), "this version is not installed")
-        current = self.active()
-        prev = current if current is not None and current != ref else self.previous()
-        doc = {**ref.to_dict(), "previous": prev.to_dict() if prev else None}
-        write_atomic(self.root / ACTIVE_FILE, json.dumps(doc, indent=1).encode())
+        committed = [c for c in self.committed() if c != forget]
+        if commit:
+            committed = [c for c in committed if c != ref] + [ref]
+        self._write(ref, committed[-16:])
         log.info("active model is now %s version %s", ref.name, ref.version)
+
+    def commit(self, ref: ModelRef) -> None:
+        """The active version passed probation."""
+        committed = [c for c in self.committed() if c != ref] + [ref]
+        self._write(ref, committed[-16:])
+
+    def _write(self, active: ModelRef, committed: list[ModelRef]) -> None:
+        prev = next((c for c in reversed(committed) if c != active), None)
+        doc = {**active.to_dict(), "previous": prev.to_dict() if prev else None,
+               "committed": [c.to_dict() for c in committed]}
+        write_atomic(self.root / ACTIVE_FILE, json.dumps(doc, indent=1).encode())
+
+    def find(self, manifest_sha256: str) -> ModelRef | None:
+        """An installed version whose manifest.json hashes to this (an update already on disk)."""
+        import hashlib
+
+        for name_dir in self.root.iterdir():
+            if not name_dir.is_dir() or name_dir.name.startswith("."):
+                continue
+            for v in self.versions(name_dir.name):
+                try:
+                    data = (name_dir / v / MANIFEST_FILE).read_bytes()
+                except OSError:
+                    continue
+                if hashlib.sha256(data).hexdigest() == manifest_sha256:
+                    return ModelRef(name_dir.name, v)
+        return None
 
     def prune(self, keep_versions: int) -> list[ModelRef]:
         """Delete the oldest versions beyond ``keep_versions`` per model; never active or previous."""
@@ -177,7 +222,7 @@ class ModelStore:
         ``configured_wins``); a restart never undoes an update."""
         if artifact_dir is not None and self.configured_wins(artifact_dir):
             ref = self.install(artifact_dir)
-            self.activate(ref)
+            self.activate(ref, commit=True)
             return ref
         active = self.active()
         if active is None:

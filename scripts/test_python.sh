@@ -19,4 +19,4 @@ VENV=".venv-$want"; PYTHON="$PY"
 # the device distribution with its extras, and what the tests use to build real ONNX models
 "$VENV/bin/python" -m pip install -q -e ".[tflite,http,dev]" "scikit-learn>=1.4" "skl2onnx>=1.17" "onnx>=1.16"
 "$VENV/bin/python" -m pytest -n 2 --dist load -m "not slow" -p no:cacheprovider \
-  tests/runtime tests/reliability tests/agent tests/sync tests/test_public_api.py tests/test_architecture.py "$@"
+  tests/runtime tests/reliability tests/agent tests/sync tests/updates tests/test_public_api.py tests/test_architecture.py "$@"

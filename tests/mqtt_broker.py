@@ -258,7 +258,7 @@ def toml_value(v: Any) -> str:
 
 def write_agent_config(path: Path, *, port: int, artifact: Path, data_dir: Path, device: str = "dev-1",
                        fleet: str | None = None, groups: tuple[str, ...] = (), runtime: dict[str, Any] | None = None,
-                       **mqtt: Any) -> Path:
+                       updates: dict[str, Any] | None = None, **mqtt: Any) -> Path:
     """A device config for tests: short intervals, fast reconnects, the test broker."""
     fleet = fleet or f"t{uuid.uuid4().hex[:8]}"
     m = {"host": "127.0.0.1", "port": port, "metrics_interval_s": 60, "heartbeat_interval_s": 60,
@@ -269,6 +269,8 @@ def write_agent_config(path: Path, *, port: int, artifact: Path, data_dir: Path,
     lines += [f"{k} = {toml_value(v)}" for k, v in m.items()]
     if runtime:
         lines += ["[runtime]", *(f"{k} = {toml_value(v)}" for k, v in runtime.items())]
+    if updates:
+        lines += ["[updates]", *(f"{k} = {toml_value(v)}" for k, v in updates.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -5,11 +5,12 @@
     agent.event("drift_alert", feature="tenure", score=0.31)   # queued durably, then published
     agent.run_until_signal()                                   # SIGTERM/SIGINT: clean stop
 
-Three parts with one job each, wired together here: ``ModelManager`` (store, active version,
-the Runtime), ``Reporter`` (status, metrics, events, the state file) and ``CommandIntake``
-(commands from the ``cmd`` topics, deduplicated on disk, dispatched one at a time through
-``Agent.commands``). The local HTTP API, when ``[http]`` is configured, is the same background
-server ``edge-runtime serve`` uses.
+Parts with one job each, wired together here: ``ModelManager`` (store, active version, the
+Runtime), ``Updater`` (signed desired state -> download -> verify -> activate -> probation ->
+commit or roll back), ``Reporter`` (status, metrics, events, the state file) and
+``CommandIntake`` (commands from the ``cmd`` topics, deduplicated on disk, dispatched one at a
+time through ``Agent.commands``). The local HTTP API, when ``[http]`` is configured, is the same
+background server ``edge-runtime serve`` uses.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edge_runtime.agent.commands import CommandHandler, CommandIntake, ping
 from edge_runtime.agent.models import ModelManager
 from edge_runtime.agent.reporter import OUTBOX_FILE, STATE_FILE, Reporter
+from edge_runtime.agent.updater import Updater
 from edge_runtime.config import Config
 from edge_runtime.errors import ConfigError
 from edge_runtime.http import BackgroundServer
@@ -32,6 +35,8 @@ from edge_runtime.sync.mqtt import MqttLink
 from edge_runtime.sync.outbox import Outbox
 from edge_runtime.sync.publisher import Publisher
 from edge_runtime.sync.topics import Topics
+from edge_runtime.updates.transfer import artifact_id_of
+from edge_runtime.updates.trust import KeyRing
 
 __all__ = ["OUTBOX_FILE", "STATE_FILE", "Agent", "CommandHandler", "rss_mb"]
 
@@ -58,10 +63,15 @@ class Agent:
         self.version = _version()
         self.started_at = time.time()
         self.topics = Topics(cfg.device.fleet, cfg.device.id, tuple(cfg.device.groups))
-        self.models = ModelManager(cfg)
+        u = cfg.updates
+        self.keys = KeyRing.from_paths(both=u.public_keys, artifact=u.artifact_keys, deployment=u.deployment_keys)
+        self.models = ModelManager(cfg, self.keys)
         self.reporter = Reporter(cfg, self.topics, version=self.version, started_at=self.started_at,
                                  models=self.models.models)
-        self.intake = CommandIntake(self.reporter, {"ping": ping(self.started_at)})
+        self.updater = Updater(cfg, self.topics, self.models, self.reporter, self.keys)
+        self.reporter.update_status = self.updater.status
+        self.intake = CommandIntake(self.reporter, {"ping": ping(self.started_at), "update": self.updater.cmd_update,
+                                                    "rollback": self.updater.cmd_rollback})
         self.http: BackgroundServer | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -94,14 +104,15 @@ class Agent:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        runtime = self.models.start()
+        runtime = self.models.start(prefer=self.updater.before_load())
         runtime.subscribe(self._on_runtime_event)
         self.intake.start()
-        self.reporter.open(self.intake.on_message)
+        self.reporter.open(self._route)
         self._start_http(runtime)
         active = self.models.active
         self.event("agent_started", model=active.name if active else None,
                    model_version=active.version if active else None, pid=os.getpid())
+        self.updater.start()
         self._timer = threading.Thread(target=self._timers, name="agent-timers", daemon=True)
         self._timer.start()
         self.reporter.write_state(force=True)
@@ -116,6 +127,7 @@ class Agent:
         if self._timer is not None:
             self._timer.join(2)
         self.intake.stop()
+        self.updater.stop()
         if self.http is not None:
             try:
                 self.http.stop()
@@ -146,6 +158,19 @@ class Agent:
                 pass
         finally:
             self.stop()
+
+    def _route(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        """paho's network thread: artifact chunks and desired states to the updater, the rest
+        (commands) to the intake, which acknowledges them once handled."""
+        aid = artifact_id_of(topic)
+        if aid is not None:
+            self.updater.on_artifact(topic.rsplit("/", 1)[1], aid, payload)
+            ack()
+        elif topic.endswith("/desired"):
+            self.updater.on_desired(topic, payload)  # retained: delivered again on the next connect
+            ack()
+        else:
+            self.intake.on_message(topic, payload, ack)
 
     # -- reporting ----------------------------------------------------------------------------
     def event(self, type: str, **data: Any) -> str | None:

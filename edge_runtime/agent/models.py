@@ -1,15 +1,24 @@
 """The agent's model manager: the store of installed versions, which one is active, and the
-Runtime serving it. The update state machine builds on ``activate``."""
+Runtime serving it. The update state machine (``agent.updater``) drives ``activate``,
+``commit`` and ``roll_back``; each swaps the Runtime (the new version fully loaded and
+smoke-tested first) and then moves the store's pointer (temp file + fsync + rename), so a
+power cut at any step restarts on a complete version."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.config import Config
+from edge_runtime.errors import ModelLoadError
 from edge_runtime.loading import load
+from edge_runtime.manifest import read_manifest
+from edge_runtime.model import LoadedModel
 from edge_runtime.runtime import Runtime
 from edge_runtime.store import ModelRef, ModelStore
+from edge_runtime.updates.trust import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -17,33 +26,94 @@ log = logging.getLogger(__name__)
 class ModelManager:
     """Installs the configured artifact when it takes over, serves the active version."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, ring: KeyRing | None = None) -> None:
         self.cfg = cfg
+        self.ring = ring or KeyRing()
         self.data_dir = Path(cfg.device.data_dir)
         self.store: ModelStore | None = None
         self.runtime: Runtime | None = None
         self.active: ModelRef | None = None
+        self.start_problems: list[dict[str, Any]] = []  # what start had to work around, for events
+        self.lock = threading.RLock()  # one activation / rollback at a time
+        self._retired: LoadedModel | None = None  # closed at the next swap, not while calls may be in it
 
-    def start(self) -> Runtime:
-        """Install (when the configured artifact takes over) and load the active version."""
+    def start(self, prefer: ModelRef | None = None) -> Runtime:
+        """Install (when the configured artifact takes over) and load the active version; if it
+        is corrupt or missing, the newest valid committed version instead (reported in
+        ``start_problems``). ``prefer``: load this installed version (a crash-loop rollback)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store = ModelStore(self.data_dir)
-        ref = store.ensure(self.cfg.model.artifact)
-        self.store, self.active = store, ref
+        self.store = store
+        self._check_configured()
+        try:
+            ref = store.ensure(self.cfg.model.artifact) if prefer is None else prefer
+        except ModelLoadError as exc:  # the active version is gone from the store
+            active = store.active()
+            if active is None:
+                raise
+            self.start_problems.append({**active.to_dict(), "reason": str(exc)})
+            ref = active
         for old in store.prune(self.cfg.updates.keep_versions):
             log.info("pruned %s version %s (keep_versions = %d)", old.name, old.version,
                      self.cfg.updates.keep_versions)
-        self.runtime = load(store.path(ref), **self.cfg.runtime_options())
+        candidates = [ref] + [c for c in reversed(store.committed()) if c != ref]
+        for cand in candidates:
+            try:
+                rt = load(store.path(cand), **self.cfg.runtime_options())
+            except ModelLoadError as exc:
+                self.start_problems.append({**cand.to_dict(), "reason": str(exc)})
+                log.error("cannot serve %s version %s: %s", cand.name, cand.version, exc)
+                continue
+            if rt.serving.model is None and cand != candidates[-1]:  # serving only its fallback
+                self.start_problems.append({**cand.to_dict(), "reason": str(rt.serving.load_error)})
+                rt.close()
+                continue
+            if cand != store.active():
+                store.activate(cand, forget=ref if cand != ref else None)
+            self.runtime, self.active = rt, cand
+            return rt
+        # nothing loads: serve the configured fallback if there is one, else say so
+        self.runtime, self.active = load(store.path(ref), **self.cfg.runtime_options()), ref
         return self.runtime
 
-    def activate(self, ref: ModelRef) -> None:
+    def _check_configured(self) -> None:
+        """With artifact keys configured, the configured first artifact must verify too."""
+        art = self.cfg.model.artifact
+        if art is not None and self.ring.artifact and self.store is not None and self.store.configured_wins(art):
+            self.ring.verify_artifact(art)
+
+    def manifest(self, ref: ModelRef | None = None) -> Any:
+        assert self.store is not None
+        ref = ref or self.active
+        return read_manifest(self.store.path(ref)) if ref is not None else None
+
+    def activate(self, ref: ModelRef, *, commit: bool = False) -> None:
         """Serve an installed version: load and smoke-test it, swap it in, then move the pointer."""
         assert self.store is not None and self.runtime is not None
-        old = self.runtime.swap(self.store.path(ref))
-        self.store.activate(ref)
-        self.active = ref
-        if old is not None:
-            old.close()
+        with self.lock:
+            old = self.runtime.swap(self.store.path(ref))
+            self.store.activate(ref, commit=commit)
+            self.active = ref
+            self._retire(old)
+
+    def commit(self, ref: ModelRef) -> None:
+        assert self.store is not None
+        with self.lock:
+            self.store.commit(ref)
+
+    def roll_back(self, to: ModelRef, *, failed: ModelRef | None) -> None:
+        """Serve ``to`` again; ``failed`` leaves the committed list (never ``previous``)."""
+        assert self.store is not None and self.runtime is not None
+        with self.lock:
+            old = self.runtime.swap(self.store.path(to))
+            self.store.activate(to, forget=failed)
+            self.active = to
+            self._retire(old)
+
+    def _retire(self, old: LoadedModel | None) -> None:
+        if self._retired is not None:
+            self._retired.close()
+        self._retired = old
 
     def models(self) -> list[dict[str, str]]:
         """Active models as the status reports them."""
@@ -52,3 +122,6 @@ class ModelManager:
     def close(self) -> None:
         if self.runtime is not None:
             self.runtime.close()
+        if self._retired is not None:
+            self._retired.close()
+            self._retired = None

@@ -36,13 +36,15 @@ class Reporter:
     """Everything the device says: status, metrics and events, and the local state file."""
 
     def __init__(self, cfg: Config, topics: Topics, *, version: str, started_at: float,
-                 models: Callable[[], list[dict[str, str]]]) -> None:
+                 models: Callable[[], list[dict[str, str]]],
+                 update_status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.cfg = cfg
         self.topics = topics
         self.version = version
         self.started_at = started_at
         self.data_dir = Path(cfg.device.data_dir)
         self._models = models
+        self.update_status = update_status  # active, previous, the update in hand (set by the agent)
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
         self.publisher: Publisher | None = None
@@ -142,9 +144,12 @@ class Reporter:
 
     # -- status -----------------------------------------------------------------------------------
     def status_doc(self, state: str, **extra: Any) -> dict[str, Any]:
-        return {"state": state, "device": self.cfg.device.id, "fleet": self.cfg.device.fleet,
-                "groups": list(self.cfg.device.groups), "models": self._models(), "runtime_version": self.version,
-                "ts": round(time.time(), 6), **extra}
+        doc = {"state": state, "device": self.cfg.device.id, "fleet": self.cfg.device.fleet,
+               "groups": list(self.cfg.device.groups), "models": self._models(), "runtime_version": self.version,
+               "ts": round(time.time(), 6)}
+        if self.update_status is not None:
+            doc.update(self.update_status())
+        return {**doc, **extra}
 
     def publish_status(self) -> None:
         if self.link is not None and self.link.connected:
@@ -182,7 +187,7 @@ class Reporter:
     # -- MQTT callbacks (paho's network thread: keep short) ------------------------------------
     def _on_connect(self) -> None:
         assert self.link is not None and self.publisher is not None
-        self.link.subscribe(self.topics.cmd_topics())
+        self.link.subscribe(self.topics.cmd_topics() + self.topics.desired_topics())
         self.publish_status()
         self.publisher.on_connect()
         threading.Thread(target=self.write_state, kwargs={"force": True}, daemon=True).start()

@@ -3,7 +3,9 @@
 Its "model file" is JSON: ``{"weights": [[...]], "bias": [...], "input": "x",
 "outputs": ["value"], "softmax": false}`` computes ``x @ W + b``. Faults are set on the
 instance (``fail``, ``delay_s``, ``nan``, ``wrong_shape``) so a test can break a loaded
-model through the public API and watch what the runtime does.
+model through the public API and watch what the runtime does; ``"delay_s"`` and
+``"fail_after"`` (calls that succeed before every call fails) in the file make a model
+that is bad from the start, as a bad update would be.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class FakeBackend:
         self.output_names = spec.get("outputs", ["value"])
         self.softmax = bool(spec.get("softmax", False))
         self.fail: Exception | None = None
-        self.delay_s = 0.0
+        self.fail_after: int | None = spec.get("fail_after")
+        self.delay_s = float(spec.get("delay_s", 0.0))
         self.nan = False
         self.wrong_shape = False
         self.calls = 0
@@ -51,6 +54,8 @@ class FakeBackend:
             time.sleep(self.delay_s)
         if self.fail is not None:
             raise BackendError(self.name, str(self.fail))
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise BackendError(self.name, f"failing after {self.fail_after} calls (as its file says)")
         y = feeds[self.input] @ self.weights + self.bias
         if self.softmax:
             e = np.exp(y - y.max(axis=1, keepdims=True))

@@ -1,5 +1,6 @@
-"""The ``edge-runtime`` command. Each subcommand lives in its own module in this package
-and provides ``add_parser(subparsers)``; ``COMMANDS`` lists them in help order."""
+"""The ``edge-runtime`` command. Each module in ``COMMANDS`` (help order) provides
+``add_parser(subparsers)`` and adds its subcommands (``keys``: keygen and sign; ``publish``:
+publish, rollback and update-server)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 from edge_runtime.errors import EdgeRuntimeError, exit_code
 
-COMMANDS = ["predict", "info", "bench", "serve", "run", "status"]
+COMMANDS = ["predict", "info", "bench", "serve", "run", "status", "keys", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"edge_runtime.cli.{name.replace('-', '_')}").add_parser(sub)
+        importlib.import_module(f"edge_runtime.cli.{name}").add_parser(sub)
     return parser
 
 

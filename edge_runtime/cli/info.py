@@ -10,11 +10,14 @@ from typing import Any
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "info", help="show an artifact's manifest and verify its model file",
-        description="Print the manifest summary and check the model file's size and sha256. "
-        "Exits 3 when the file does not match the manifest.",
-        epilog="example: edge-runtime info artifacts/iris --json")
+        description="Print the manifest summary and check the model file's size and sha256; with "
+        "--public-key, check manifest.sig too. Exits 3 when the file does not match the manifest or "
+        "the signature is missing, invalid or by another key.",
+        epilog="example: edge-runtime info artifacts/iris --public-key keys/artifact.pub")
     p.add_argument("dir", metavar="DIR", help="artifact directory")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.add_argument("--public-key", action="append", default=[], metavar="PUB",
+                   help="check manifest.sig against this public key (repeatable: any of them)")
     p.set_defaults(func=run)
 
 
@@ -46,15 +49,21 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edge_runtime.manifest import SIGNATURE_FILE, read_manifest, verify_artifact
+    from edge_runtime.updates.trust import KeyRing
 
     m = read_manifest(args.dir)
     verify_artifact(args.dir, m)  # raises ArtifactIntegrityError -> exit 3
     signed = (Path(args.dir) / SIGNATURE_FILE).is_file()
+    signature = "present (not checked: no key given)" if signed else "none"
+    if args.public_key:  # TrustError -> exit 3
+        kid = KeyRing.from_paths(artifact=[Path(p) for p in args.public_key]).verify_artifact(args.dir)
+        signature = f"valid (key id {kid[:16]})"
     if args.json:
-        print(json.dumps({"manifest": m.to_dict(), "verified": True, "signed": signed}, indent=2))
+        print(json.dumps({"manifest": m.to_dict(), "verified": True, "signed": signed,
+                          "signature": signature}, indent=2))
         return 0
     for k, v in summary(m):
         print(f"{k:>13}  {v}")
     print(f"{'sha256':>13}  {m.sha256} (verified)")
-    print(f"{'signature':>13}  {'present (not checked: no key given)' if signed else 'none'}")
+    print(f"{'signature':>13}  {signature}")
     return 0

@@ -55,7 +55,7 @@ class MqttLink:
     order messages arrived.
     """
 
-    def __init__(self, cfg: MqttConfig, *, client_id: str, will_topic: str, will_payload: bytes,
+    def __init__(self, cfg: MqttConfig, *, client_id: str, will_topic: str | None = None, will_payload: bytes = b"",
                  on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
                  on_publish: Callable[[int, bool, str], None] | None = None,
                  on_message: Callable[[str, bytes, Callable[[], None]], None] | None = None) -> None:
@@ -74,7 +74,8 @@ class MqttLink:
         # parks a message as "queued" (paho re-sends those less reliably after a reconnect)
         c.max_inflight_messages_set(cfg.inflight + 32)
         c.max_queued_messages_set(0)
-        c.will_set(will_topic, will_payload, qos=1, retain=True)
+        if will_topic is not None:
+            c.will_set(will_topic, will_payload, qos=1, retain=True)
         if cfg.username is not None or cfg.read_password() is not None:
             c.username_pw_set(cfg.username or "", cfg.read_password())
         if cfg.tls:

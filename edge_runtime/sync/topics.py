@@ -1,12 +1,13 @@
-"""Topic names (DESIGN.md, MQTT protocol): ``edge/{fleet}/devices/{id}/status|metrics|events|cmd``,
-``edge/{fleet}/groups/{group}/cmd`` and ``edge/{fleet}/all/cmd``."""
+"""Topic names: ``edge/{fleet}/devices/{id}/status|metrics|events|cmd|desired``,
+``edge/{fleet}/groups/{group}/cmd|desired`` and ``edge/{fleet}/all/cmd|desired``; artifact
+chunks under ``edge/{fleet}/artifacts/`` (``edge_runtime.updates.transfer``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 ROOT = "edge"
-DEVICE_SUFFIXES = ("status", "metrics", "events", "cmd")
+DEVICE_SUFFIXES = ("status", "metrics", "events", "cmd", "desired")
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,25 @@ class Topics:
     def cmd_topics(self) -> list[str]:
         """Every topic this device takes commands from."""
         return [self.cmd, *(self.group_cmd(g) for g in self.groups), self.all_cmd]
+
+    def group_desired(self, group: str) -> str:
+        return f"{ROOT}/{self.fleet}/groups/{group}/desired"
+
+    @property
+    def all_desired(self) -> str:
+        return f"{ROOT}/{self.fleet}/all/desired"
+
+    def desired_topics(self) -> list[str]:
+        """Every topic this device takes its desired state from (most specific first)."""
+        return [self.device_topic("desired"), *(self.group_desired(g) for g in self.groups), self.all_desired]
+
+
+def fleet_topics(fleet: str, group: str | None = None, device: str | None = None) -> tuple[str, str]:
+    """(desired, cmd) topic of one target: a device, a group, or the whole fleet."""
+    if device is not None:
+        base = f"{ROOT}/{fleet}/devices/{device}"
+    elif group is not None:
+        base = f"{ROOT}/{fleet}/groups/{group}"
+    else:
+        base = f"{ROOT}/{fleet}/all"
+    return f"{base}/desired", f"{base}/cmd"

@@ -10,7 +10,7 @@ from edge_runtime.config import load_config
 from edge_runtime.errors import ConfigError
 from tests.conftest import ROOT
 
-EXAMPLES = sorted((ROOT / "device_configs").glob("*.toml"))
+EXAMPLES = sorted(p for p in (ROOT / "device_configs").glob("*.toml") if p.stem != "fleet")
 
 
 def test_there_are_examples_for_each_kind_of_device() -> None:
@@ -28,6 +28,26 @@ def test_example_configs_are_valid(path: Path) -> None:
     from edge_runtime.options import RuntimeOptions
 
     RuntimeOptions.from_kwargs(**opts)  # what edge_runtime.load(config=...) will do
+
+
+def test_the_fleet_example_is_a_valid_fleet_config() -> None:
+    from edge_runtime.fleet.config import load_fleet_config
+
+    cfg = load_fleet_config(ROOT / "device_configs" / "fleet.toml")
+    assert cfg.fleet.name == "acme" and cfg.chunk_size == 128 * 1024 and cfg.updates.deployment_key is not None
+    assert cfg.mqtt.session_expiry_s == 0  # an operator's tool keeps no session on the broker
+
+
+def test_a_fleet_config_mistake_names_file_and_key(tmp_path: Path) -> None:
+    from edge_runtime.fleet.config import load_fleet_config
+
+    p = tmp_path / "fleet.toml"
+    p.write_text('[fleet]\nname = "a"\n[updates]\nchunk_size_kb = 4096\n')
+    with pytest.raises(ConfigError, match=r"updates.chunk_size_kb.*above the maximum 512"):
+        load_fleet_config(p)
+    p.write_text('[fleets]\nname = "a"\n')
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_fleet_config(p)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

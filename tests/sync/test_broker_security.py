@@ -109,7 +109,8 @@ def test_shipped_config_and_acl_confine_each_device_to_its_topics(tmp_path: Path
     certs = make_certs(tmp_path / "certs", clients=(a, b, "fleet-ops"))
     broker = _shipped_broker(tmp_path, certs, users)
     try:
-        ops = Collector(broker.port, ["edge/acme/devices/+/events", "edge/acme/devices/+/status"],
+        ops = Collector(broker.port, ["edge/acme/devices/+/events", "edge/acme/devices/+/status",
+                                      "edge/acme/devices/+/desired", "edge/acme/artifacts/+/request"],
                         tls={"cafile": certs["cafile"], "certfile": certs["fleet-ops.crt"],
                              "keyfile": certs["fleet-ops.key"]}, username="fleet-ops",
                         password="pw-ops").wait_subscribed()
@@ -119,13 +120,19 @@ def test_shipped_config_and_acl_confine_each_device_to_its_topics(tmp_path: Path
         # publishing: the forged report under b's topic is dropped by the broker; a's own arrives
         dev_a.publish(f"edge/acme/devices/{b}/events", json.dumps({"id": "forged"}), qos=1).wait_for_publish(5)
         dev_a.publish(f"edge/acme/devices/{a}/events", json.dumps({"id": "mine"}), qos=1).wait_for_publish(5)
-        wait_for(lambda: "mine" in ops.ids(), 10, "a's own event")
-        assert "forged" not in ops.ids()
+        # a device cannot set anybody's desired state, its own included; it can ask for chunks
+        dev_a.publish(f"edge/acme/devices/{a}/desired", json.dumps({"id": "self-update"}), qos=1).wait_for_publish(5)
+        dev_a.publish("edge/acme/artifacts/abc/request", json.dumps({"id": "chunk-request"}), qos=1).wait_for_publish(5)
+        wait_for(lambda: {"mine", "chunk-request"} <= ops.ids(), 10, "a's own event and its chunk request")
+        assert "forged" not in ops.ids() and "self-update" not in ops.ids()
 
         # reading: a gets its own, its groups' and the fleet's commands, not b's or b's group's
         topics = {f"edge/acme/devices/{a}/cmd": True, "edge/acme/groups/eu/cmd": True,
                   "edge/acme/groups/pi4/cmd": True, "edge/acme/all/cmd": True,
-                  f"edge/acme/devices/{b}/cmd": False, "edge/acme/groups/pi5/cmd": False}
+                  f"edge/acme/devices/{b}/cmd": False, "edge/acme/groups/pi5/cmd": False,
+                  f"edge/acme/devices/{a}/desired": True, "edge/acme/groups/eu/desired": True,
+                  "edge/acme/all/desired": True, f"edge/acme/devices/{b}/desired": False,
+                  "edge/acme/groups/pi5/desired": False, "edge/acme/artifacts/abc/chunks": True}
         granted: list[Any] = []
         dev_a.on_subscribe = lambda cl, ud, mid, rcs, pr: granted.extend(rcs)
         r = dev_a.subscribe([(t, 1) for t in topics])

@@ -1,0 +1,614 @@
+"""The update state machine: converge on the signed desired state, one step at a time.
+
+    received -> space checked -> downloading -> verified -> staged -> loaded + smoke-tested
+             -> activated -> probation -> committed | rolled back
+
+Every step is an event carrying the update id, and the retained ``status`` shows the active
+and previous versions and the update in hand with its percent. Any failure before activation
+leaves the serving model untouched; a breach in probation, a crash loop or a signed
+``rollback`` command swaps the previous committed version back in.
+
+Inputs, all signed with a trusted deployment key (``updates.desired.check``):
+
+- retained documents on the device's, its groups' and the fleet's ``desired`` topics (the
+  most specific one wins; an empty retained message clears that level);
+- ``update`` commands (a desired document sent once) and ``rollback`` commands.
+
+One worker thread does the work; the MQTT thread only queues. Everything that must survive a
+restart (accepted sequences, the update in hand, probation) is in ``UpdateState``, written
+before the step it records takes effect.
+
+Fault injection for tests: ``EDGE_RUNTIME_CRASH_AT=<state>`` makes the agent kill itself with
+SIGKILL right after it has recorded that state (``downloading``, ``verifying``, ``staging``,
+``activating``, ``activated``), to prove every step survives a power cut.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.agent.download import Cancelled, DownloadFailed, MqttDownload, fetch_url
+from edge_runtime.agent.models import ModelManager
+from edge_runtime.agent.reporter import Reporter
+from edge_runtime.config import Config
+from edge_runtime.errors import EdgeRuntimeError, ModelLoadError, TrustError
+from edge_runtime.manifest import read_manifest, verify_artifact
+from edge_runtime.store import ModelRef
+from edge_runtime.sync.topics import Topics
+from edge_runtime.updates import probation
+from edge_runtime.updates.desired import Document, Refused, check, is_older
+from edge_runtime.updates.state import UpdateState
+from edge_runtime.updates.trust import KeyRing
+
+log = logging.getLogger(__name__)
+
+SPARE_BYTES = 1 << 20
+LEVELS = ("device", "group", "all")
+
+
+class Updater:
+    def __init__(self, cfg: Config, topics: Topics, models: ModelManager, reporter: Reporter,
+                 ring: KeyRing) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self.models = models
+        self.reporter = reporter
+        self.ring = ring
+        self.dir = Path(cfg.device.data_dir) / "updates"
+        self.state = UpdateState(self.dir)
+        self.limits = probation.Limits(
+            window_s=cfg.updates.probation_s, min_predictions=cfg.updates.probation_min_predictions,
+            max_error_rate=cfg.updates.max_error_rate, max_fallback_rate=cfg.updates.max_fallback_rate,
+            max_p99_ms=cfg.updates.max_p99_ms)
+        self._jobs: queue.Queue[tuple[str, Any]] = queue.Queue(256)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._download: MqttDownload | None = None
+        self.progress: dict[str, Any] | None = None  # the "update" field of the status
+        self._probation_started = 0.0
+        self._inconclusive_reported = 0
+
+    # -- start and stop ----------------------------------------------------------------------------
+    def before_load(self) -> ModelRef | None:
+        """Before the model is loaded: count this start against a version still in probation
+        (a crash loop rolls back, as Mender and the AWS IoT OTA agent do); returns the version
+        to load instead when it must roll back now."""
+        p = self.state.probation
+        if not p:
+            return None
+        if p.get("clean_stop"):
+            p["clean_stop"] = False
+        else:
+            p["restarts"] = int(p.get("restarts", 0)) + 1
+        self.state.save()  # before loading: a crash while loading counts too
+        if p["restarts"] <= self.cfg.updates.probation_max_restarts:
+            return None
+        prev = p.get("previous")
+        return ModelRef(prev["name"], prev["version"]) if prev else None
+
+    def start(self) -> None:
+        p = self.state.probation
+        active = self.models.active
+        if p and active is not None:
+            failed = ModelRef(p["name"], p["version"])
+            if active != failed or p["restarts"] > self.cfg.updates.probation_max_restarts:
+                # started on another version: the crash loop (or a bad file) already decided
+                self.models.store.activate(active, forget=failed) if self.models.store else None
+                self._end(p["update_id"], "rolled_back", "update_rolled_back", version=p["version"],
+                          to_version=active.version,
+                          reason=f"the agent restarted {p['restarts']} times in probation "
+                                 f"(probation_max_restarts = {self.cfg.updates.probation_max_restarts})")
+                self.state.probation = None
+                self.state.save()
+            else:
+                self._probation_started = time.monotonic()
+                self._set_progress(p["update_id"], p["version"], "probation", 100.0)
+        for prob in self.models.start_problems:
+            self.reporter.event("model_error", reason=prob["reason"][:500], version=prob.get("version"))
+        if self.models.start_problems and active is not None:
+            self.reporter.event("update_rolled_back", version=self.models.start_problems[0].get("version"),
+                                to_version=active.version, update_id=f"start-{int(time.time())}",
+                                reason="the active version could not be loaded at start: "
+                                       + self.models.start_problems[0]["reason"][:300])
+        self._thread = threading.Thread(target=self._work, name="agent-updates", daemon=True)
+        self._thread.start()
+        cur = self.state.current
+        if cur and cur.get("state") not in ("probation",):
+            self._jobs.put(("resume", None))
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._jobs.put_nowait(("stop", None))
+        except queue.Full:
+            pass
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.state.probation:
+            self.state.probation["clean_stop"] = True
+            self.state.save()
+
+    # -- inputs (MQTT thread, command worker) --------------------------------------------------------
+    def on_desired(self, topic: str, payload: bytes) -> None:
+        level = self._level_of(topic)
+        if level is None:
+            return
+        known = self.state.docs.get(level)
+        if payload and known is not None:
+            try:
+                same = _uid(json.loads(payload)) == _uid(known)
+            except (ValueError, RecursionError):
+                same = False
+            if same:  # the retained copy again (every reconnect): nothing new, just make sure
+                self.tick("reconcile")
+                return
+        try:
+            self._jobs.put_nowait(("desired", (level, payload)))
+        except queue.Full:
+            log.error("update queue full; desired state on %s dropped (it is retained: it comes back "
+                      "on the next connect)", topic)
+
+    def on_artifact(self, kind: str, artifact_id: str, payload: bytes) -> None:
+        d = self._download
+        if d is not None and d.aid == artifact_id:
+            d.on_message(kind, payload)
+
+    def cmd_update(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """``{"cmd": "update", "doc": {...}, "signatures": [...]}``: a desired state sent once."""
+        signed = {"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}
+        try:
+            doc = self._check(signed)
+        except (Refused, TrustError) as exc:
+            return {"type": "update_refused", "reason": exc.reason, "update_id": _uid(signed)}
+        if doc.type != "desired":
+            return {"type": "update_refused", "reason": "an update command carries a desired document",
+                    "update_id": doc.update_id}
+        self._accept(doc, store_doc=False)
+        self._jobs.put(("apply", doc))
+        return {"type": "update_queued", "update_id": doc.update_id, "version": doc.artifact.version
+                if doc.artifact else None}
+
+    def cmd_rollback(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """``{"cmd": "rollback", "doc": {"type": "rollback", ...}, "signatures": [...]}``."""
+        signed = {"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}
+        try:
+            doc = self._check(signed)
+        except (Refused, TrustError) as exc:
+            return {"type": "update_refused", "reason": exc.reason, "update_id": _uid(signed)}
+        if doc.type != "rollback":
+            return {"type": "update_refused", "reason": "a rollback command carries a rollback document",
+                    "update_id": doc.update_id}
+        self._accept(doc, store_doc=False)
+        done = threading.Event()
+        result: dict[str, Any] = {}
+        self._jobs.put(("rollback", (doc, done, result)))
+        done.wait(120)
+        return result or {"type": "update_failed", "reason": "rollback did not finish in 120 s",
+                          "update_id": doc.update_id}
+
+    def tick(self, kind: str = "tick") -> None:
+        try:
+            self._jobs.put_nowait((kind, None))
+        except queue.Full:
+            pass
+
+    def status(self) -> dict[str, Any]:
+        store = self.models.store
+        prev = store.previous() if store is not None else None
+        active = self.models.active
+        return {"active": active.to_dict() if active else None, "previous": prev.to_dict() if prev else None,
+                "update": dict(self.progress) if self.progress else None}
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, arg = self._jobs.get(timeout=1.0)
+            except queue.Empty:
+                kind, arg = "tick", None
+            try:
+                if kind == "stop":
+                    return
+                if kind == "desired":
+                    self._on_desired(*arg)
+                elif kind == "apply":
+                    self._apply(arg)
+                elif kind == "resume":
+                    self._resume()
+                elif kind == "reconcile":
+                    self._reconcile()
+                elif kind == "rollback":
+                    doc, done, result = arg
+                    try:
+                        result.update(self._rollback_cmd(doc))
+                    finally:
+                        done.set()
+                elif kind == "tick":
+                    self._probation_tick()
+            except Exception:  # never lose the worker
+                log.exception("update step %s failed unexpectedly", kind)
+
+    def _on_desired(self, level: str, payload: bytes) -> None:
+        if not payload:  # a cleared retained message: this level no longer says anything
+            if self.state.docs.pop(level, None) is not None:
+                self.state.save()
+                log.info("desired state for %s cleared", level)
+                self._reconcile()
+            return
+        try:
+            signed = json.loads(payload)
+        except (ValueError, RecursionError):
+            self.reporter.event("update_refused", reason=f"desired state on {level} is not JSON", update_id=None)
+            return
+        known = self.state.docs.get(level)
+        if known is not None and _uid(known) == _uid(signed):
+            self._reconcile()
+            return
+        try:
+            doc = self._check(signed)
+            if doc.target_key != level:
+                raise Refused(f"published on the {level} topic but addressed to {doc.target_key}")
+        except (Refused, TrustError) as exc:
+            self.reporter.event("update_refused", reason=exc.reason, update_id=_uid(signed), topic_level=level)
+            return
+        if doc.type != "desired":
+            self.reporter.event("update_refused", reason="only desired documents are retained",
+                                update_id=doc.update_id)
+            return
+        self._accept(doc, store_doc=True)
+        self._reconcile()
+
+    def _check(self, signed: Any) -> Document:
+        d = self.cfg.device
+        return check(signed, self.ring, device=d.id, fleet=d.fleet, groups=tuple(d.groups),
+                     sequences=self.state.sequences)
+
+    def _accept(self, doc: Document, *, store_doc: bool) -> None:
+        """Persist the sequence (replay protection) before anything acts on the document."""
+        with self.state.lock:
+            self.state.accept(doc.target_key, doc.sequence)
+            if store_doc:
+                self.state.docs[doc.target_key] = doc.signed
+            self.state.save()
+
+    def _effective(self) -> Document | None:
+        """The most specific desired document this device holds."""
+        best: tuple[int, int, Document] | None = None
+        for signed in self.state.docs.values():
+            try:
+                doc = check(signed, self.ring, device=self.cfg.device.id, fleet=self.cfg.device.fleet,
+                            groups=tuple(self.cfg.device.groups), sequences={},
+                            now=dt.datetime(1970, 1, 2, tzinfo=dt.UTC))  # accepted before: expiry was checked
+            except (Refused, TrustError):
+                continue
+            key = (doc.specificity, doc.sequence)
+            if best is None or key > best[:2]:
+                best = (*key, doc)
+        return best[2] if best else None
+
+    def _reconcile(self) -> None:
+        doc = self._effective()
+        if doc is None or doc.update_id in self.state.outcomes:
+            return
+        cur = self.state.current
+        if cur and cur.get("id") == doc.update_id:
+            return  # in hand already (resumed separately)
+        if self.state.probation and self.state.probation.get("update_id") == doc.update_id:
+            return
+        self._apply(doc)
+
+    def _resume(self) -> None:
+        cur = self.state.current
+        if not cur:
+            return
+        try:
+            doc = check(cur["signed"], self.ring, device=self.cfg.device.id, fleet=self.cfg.device.fleet,
+                        groups=tuple(self.cfg.device.groups), sequences={},
+                        now=dt.datetime(1970, 1, 2, tzinfo=dt.UTC))
+        except (Refused, TrustError) as exc:  # the keys changed since: drop it, loudly
+            self._end(cur["id"], "failed", "update_failed", version=cur.get("version"),
+                      reason=f"could not resume after a restart: {exc.reason}")
+            return
+        log.info("resuming update %s (version %s) from state %s", doc.update_id, cur.get("version"), cur.get("state"))
+        self._apply(doc, resumed=True)
+
+    # -- one update, step by step ------------------------------------------------------------------------
+    def _apply(self, doc: Document, *, resumed: bool = False) -> None:
+        art = doc.artifact
+        assert art is not None
+        uid = doc.update_id
+        ev = {"update_id": uid, "version": art.version, "name": art.name}
+        if self.state.probation:  # a newer update while one is in probation: that one stays uncommitted
+            prev = self.state.probation
+            log.info("version %s leaves probation undecided: update %s arrived", prev["version"], uid)
+            self.state.probation = None
+            self._end(prev["update_id"], "superseded", None)
+        if not resumed:
+            self._set_current(doc, "received")
+            self.reporter.event("update_received", **ev, target=doc.target_key, sequence=doc.sequence,
+                                force=doc.force)
+        try:
+            ref = self._fetch_and_stage(doc)
+            if ref is None:
+                return
+            self._activate(doc, ref)
+        except Cancelled:
+            log.info("update %s set aside: %s", uid, "agent stopping" if self._stop.is_set() else "superseded")
+            if not self._stop.is_set():
+                self._end(uid, "superseded", "update_failed", **ev, reason="superseded by a newer desired state")
+        except (Refused, TrustError) as exc:
+            shutil.rmtree(self.dir / "staging" / art.manifest_sha256, ignore_errors=True)  # never reused
+            self._end(uid, "refused", "update_refused", **ev, reason=exc.reason)
+        except (DownloadFailed, EdgeRuntimeError, OSError, ValueError) as exc:
+            self._end(uid, "failed", "update_failed", **ev, reason=str(exc)[:500])
+
+    def _fetch_and_stage(self, doc: Document) -> ModelRef | None:
+        art = doc.artifact
+        assert art is not None and self.models.store is not None
+        store = self.models.store
+        uid = doc.update_id
+        ev = {"update_id": uid, "version": art.version, "name": art.name}
+        active = self.models.active
+        if active is not None and (active.name, active.version) == (art.name, art.version):
+            # already serving it (an earlier update, or the configured artifact)
+            self._end(uid, "committed", "update_committed", **ev, reason="already the active version")
+            return None
+        self._check_order(doc)
+        ref = store.find(art.manifest_sha256)
+        if ref is None:
+            staging = self.dir / "staging" / art.manifest_sha256
+            free = shutil.disk_usage(self.dir.parent).free
+            need = 2 * art.size_bytes + SPARE_BYTES - _size_on_disk(staging)
+            self._set_current(doc, "checking_space")
+            if free < need:
+                raise DownloadFailed(f"not enough disk space in {self.dir.parent}: {free:,} bytes free, "
+                                     f"{need:,} needed (the artifact and a spare version); free some space "
+                                     "or lower keep_versions")
+            self._set_current(doc, "downloading", 0.0)
+            t0 = time.monotonic()
+            path = self._download_to(doc, staging)
+            self.reporter.event("update_downloaded", **ev, seconds=round(time.monotonic() - t0, 3),
+                                bytes=art.size_bytes, free_bytes=free)
+            self._set_current(doc, "verifying")
+            self._verify(doc, path)
+            self.reporter.event("update_verified", **ev, keyid=self.ring.verify_artifact(path)[:16])
+            self._set_current(doc, "staging")
+            ref = store.install(path, move=True)
+            shutil.rmtree(staging, ignore_errors=True)
+        else:  # the same bytes are installed already: no download
+            self._verify(doc, store.path(ref))
+            self.reporter.event("update_verified", **ev, already_installed=True)
+        return ref
+
+    def _download_to(self, doc: Document, staging: Path) -> Path:
+        art = doc.artifact
+        assert art is not None
+        newer = lambda: self._stop.is_set() or self._newer_waiting()  # noqa: E731
+
+        def progress(pct: float) -> None:
+            self._set_current(doc, "downloading", pct, save=False)
+
+        if art.url:
+            return fetch_url(art, staging, progress, newer)
+        link = self.reporter.link
+        if link is None:
+            raise DownloadFailed("no [mqtt] section: an MQTT download needs the broker (or give the "
+                                 "desired state a url)")
+        u = self.cfg.updates
+        self._download = MqttDownload(link, fleet=self.cfg.device.fleet, device=self.cfg.device.id, artifact=art,
+                                      directory=staging, window=u.chunk_window, stall_s=u.download_stall_s)
+        try:
+            return self._download.run(progress, newer)
+        finally:
+            self._download = None
+
+    def _newer_waiting(self) -> bool:
+        """A newer desired state or command is queued: set this download aside (kept for resume)."""
+        with self._jobs.mutex:
+            return any(k in ("desired", "apply", "rollback", "stop") for k, _ in self._jobs.queue)
+
+    def _verify(self, doc: Document, path: Path) -> None:
+        """Both signatures, and every hash, before anything is installed."""
+        import hashlib
+
+        art = doc.artifact
+        assert art is not None
+        got = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+        if got != art.manifest_sha256:
+            raise Refused(f"manifest.json hashes to {got[:16]}..., the desired state says "
+                          f"{art.manifest_sha256[:16]}...")
+        self.ring.verify_artifact(path)
+        try:
+            m = verify_artifact(path)  # model file against the manifest: sha256 and size
+        except ModelLoadError as exc:
+            raise Refused(exc.reason) from exc
+        if (m.sha256, m.size_bytes, m.name, m.version) != (art.sha256, art.size_bytes, art.name, art.version):
+            raise Refused("the manifest does not match the desired state's artifact (name, version, sha256 or size)")
+
+    def _check_order(self, doc: Document) -> None:
+        art = doc.artifact
+        assert art is not None
+        cur = self.models.manifest()
+        if cur is None or doc.force:
+            return
+        created = None
+        store = self.models.store
+        assert store is not None
+        have = store.find(art.manifest_sha256)
+        if have is not None:
+            created = read_manifest(store.path(have)).created_at
+        if is_older((art.version, created), (cur.version, cur.created_at)):
+            raise Refused(f"version {art.version} is older than the active {cur.version}; a downgrade needs "
+                          "a desired state with force = true (publish --force)")
+
+    def _activate(self, doc: Document, ref: ModelRef) -> None:
+        art = doc.artifact
+        assert art is not None and self.models.runtime is not None
+        uid = doc.update_id
+        ev = {"update_id": uid, "version": art.version, "name": art.name}
+        previous = self.models.active
+        baseline = probation.figures(self.models.runtime.serving.metrics)
+        self._set_current(doc, "activating")
+        try:
+            self.models.activate(ref)  # loads and smoke-tests first: a failure changes nothing
+        except ModelLoadError as exc:
+            self._end(uid, "failed", "update_failed", **ev,
+                      reason=f"the new version failed to load or its smoke test: {exc.reason}")
+            return
+        _crash_point("activated")
+        with self.state.lock:
+            self.state.probation = {"update_id": uid, "name": ref.name, "version": ref.version,
+                                    "previous": previous.to_dict() if previous else None,
+                                    "started_at": time.time(), "restarts": 0, "clean_stop": False,
+                                    "baseline": baseline.to_dict()}
+            self.state.current = None
+            self.state.save()
+        self._probation_started = time.monotonic()
+        self._inconclusive_reported = 0
+        self._set_progress(uid, art.version, "probation", 100.0)
+        self.reporter.event("update_activated", **ev, previous=previous.to_dict() if previous else None,
+                            smoke_tested=True, probation_s=self.limits.window_s,
+                            probation_min_predictions=self.limits.min_predictions)
+        self.reporter.publish_status()
+        if self.limits.window_s == 0 and self.limits.min_predictions == 0:
+            self._probation_tick()
+
+    # -- probation -------------------------------------------------------------------------------------
+    def _probation_tick(self) -> None:
+        p = self.state.probation
+        rt = self.models.runtime
+        if not p or rt is None:
+            return
+        now = probation.figures(rt.serving.metrics)
+        elapsed = time.monotonic() - self._probation_started
+        v = probation.judge(now, probation.Figures.from_dict(p.get("baseline")), self.limits, elapsed)
+        ev = {"update_id": p["update_id"], "version": p["version"], "name": p["name"], "figures": now.to_dict()}
+        if v.state == "pass":
+            self.models.commit(ModelRef(p["name"], p["version"]))
+            self.state.probation = None
+            self._end(p["update_id"], "committed", "update_committed", **ev, reason=v.reason)
+            self.reporter.publish_status()
+        elif v.state == "breach":
+            self._roll_back(p, f"probation breach: {v.reason}", ev)
+        elif v.state == "inconclusive":
+            windows = int(elapsed // max(self.limits.window_s, 1e-9))
+            if windows > self._inconclusive_reported:
+                self._inconclusive_reported = windows
+                self._set_progress(p["update_id"], p["version"], "probation", 100.0, detail=f"inconclusive: {v.reason}")
+                log.warning("update %s: %s", p["update_id"], v.reason)
+                self.reporter.publish_status()
+
+    def _roll_back(self, p: dict[str, Any], reason: str, ev: dict[str, Any]) -> None:
+        prev = p.get("previous")
+        failed = ModelRef(p["name"], p["version"])
+        if not prev:
+            log.error("cannot roll back %s: no previous version", p["version"])
+            return
+        to = ModelRef(prev["name"], prev["version"])
+        try:
+            self.models.roll_back(to, failed=failed)
+        except ModelLoadError as exc:
+            self.reporter.event("update_failed", **ev, reason=f"rollback to {to.version} failed: {exc.reason}")
+            return
+        self.state.probation = None
+        self._end(p["update_id"], "rolled_back", "update_rolled_back", **ev, to_version=to.version, reason=reason)
+        self.reporter.publish_status()
+
+    def _rollback_cmd(self, doc: Document) -> dict[str, Any]:
+        store = self.models.store
+        assert store is not None
+        active = self.models.active
+        p = self.state.probation
+        if p:
+            ev = {"update_id": p["update_id"], "version": p["version"], "name": p["name"]}
+            self._roll_back(p, "rollback command", ev)
+            return {"type": "rollback_done", "update_id": doc.update_id, "to_version":
+                    self.models.active.version if self.models.active else None}
+        prev = store.previous()
+        if prev is None or active is None:
+            return {"type": "update_failed", "update_id": doc.update_id,
+                    "reason": "no previous committed version to roll back to"}
+        try:
+            self.models.roll_back(prev, failed=active)
+        except ModelLoadError as exc:
+            return {"type": "update_failed", "update_id": doc.update_id,
+                    "reason": f"rollback to {prev.version} failed: {exc.reason}"}
+        self.reporter.event("update_rolled_back", update_id=doc.update_id, version=active.version,
+                            to_version=prev.version, reason="rollback command")
+        self.reporter.publish_status()
+        return {"type": "rollback_done", "update_id": doc.update_id, "to_version": prev.version}
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def _set_current(self, doc: Document, state: str, percent: float | None = None, *, save: bool = True) -> None:
+        art = doc.artifact
+        assert art is not None
+        with self.state.lock:
+            self.state.current = {"id": doc.update_id, "type": doc.type, "target_key": doc.target_key,
+                                  "name": art.name, "version": art.version, "state": state, "signed": doc.signed}
+            if save:
+                self.state.save()
+        if save:
+            _crash_point(state)
+        self._set_progress(doc.update_id, art.version, state, percent)
+
+    def _set_progress(self, uid: str, version: str, state: str, percent: float | None, **extra: Any) -> None:
+        before = self.progress
+        self.progress = {"id": uid, "version": version, "state": state,
+                         "percent": percent if percent is not None else (before or {}).get("percent", 0.0), **extra}
+        if before is None or before.get("state") != state or (percent or 0) - (before.get("percent") or 0) >= 10:
+            self.reporter.publish_status()
+
+    def _end(self, uid: str, outcome: str, event: str | None, **data: Any) -> None:
+        with self.state.lock:
+            self.state.finish(uid, outcome)
+            if self.state.current and self.state.current.get("id") == uid:
+                self.state.current = None
+            self.state.save()
+        if self.progress and self.progress.get("id") == uid:
+            self.progress = None
+        if event is not None:
+            data.setdefault("update_id", uid)
+            self.reporter.event(event, **data)
+        self.reporter.publish_status()
+
+    def _level_of(self, topic: str) -> str | None:
+        t = self.topics
+        if topic == t.device_topic("desired"):
+            return f"device:{t.device}"
+        if topic == t.all_desired:
+            return "all"
+        for g in t.groups:
+            if topic == t.group_desired(g):
+                return f"group:{g}"
+        return None
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get("EDGE_RUNTIME_CRASH_AT") == step:
+        log.warning("EDGE_RUNTIME_CRASH_AT=%s: killing this process now (fault injection)", step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _uid(signed: Any) -> str | None:
+    from edge_runtime.updates.desired import update_id
+
+    doc = signed.get("doc") if isinstance(signed, dict) else None
+    return update_id(doc) if isinstance(doc, dict) else None
+
+
+def _size_on_disk(d: Path) -> int:
+    try:
+        return sum(p.stat().st_blocks * 512 for p in d.iterdir() if p.is_file())
+    except OSError:
+        return 0
+

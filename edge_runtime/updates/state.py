@@ -1,0 +1,79 @@
+"""What the device remembers about updates, in ``data_dir/updates/state.json``.
+
+    {"sequences": {"device:pi-01": 17, "group:eu": 12, "all": 3},   # last accepted, per target
+     "docs": {"device:pi-01": {signed desired doc}, ...},          # accepted desired states
+     "current": {"id", "type", "target_key", "name", "version", "state", "reason", "force",
+                 "signed"} | null,                                 # the update in hand
+     "outcomes": {"<update id>": "committed" | "failed" | ...},    # the last few, not retried
+     "probation": {"update_id", "name", "version", "started_at", "restarts", "clean_stop",
+                   "baseline": {...}} | null}
+
+Written whole (temp file + fsync + rename) before the step it records takes effect, so a
+restart can never see a sequence lower than one already acted on (replay protection
+survives power loss) and always finds the update it was in the middle of.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.store import write_atomic
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+OUTCOMES_KEPT = 64
+FINAL = ("committed", "failed", "refused", "rolled_back", "superseded")
+
+
+class UpdateState:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.path = directory / STATE_FILE
+        self.lock = threading.RLock()
+        self.sequences: dict[str, int] = {}
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.current: dict[str, Any] | None = None
+        self.outcomes: dict[str, str] = {}
+        self.probation: dict[str, Any] | None = None
+        self.keyset: dict[str, Any] | None = None  # the last accepted signed key-set document
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            d = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            # never silently forget the sequences: refuse everything until an operator looks
+            bad = self.path.with_suffix(".corrupt")
+            self.path.replace(bad)
+            log.error("update state %s was unreadable (%s); moved to %s. Replay protection restarts "
+                      "from the documents' own sequences", self.path, exc, bad)
+            return
+        self.sequences = {str(k): int(v) for k, v in dict(d.get("sequences") or {}).items()}
+        self.docs = dict(d.get("docs") or {})
+        self.current = d.get("current")
+        self.outcomes = dict(d.get("outcomes") or {})
+        self.probation = d.get("probation")
+        self.keyset = d.get("keyset")
+
+    def save(self) -> None:
+        with self.lock:
+            doc = {"sequences": self.sequences, "docs": self.docs, "current": self.current,
+                   "outcomes": self.outcomes, "probation": self.probation, "keyset": self.keyset}
+            write_atomic(self.path, json.dumps(doc, indent=1, default=str).encode())
+
+    def accept(self, target_key: str, sequence: int) -> None:
+        with self.lock:
+            self.sequences[target_key] = sequence
+
+    def finish(self, update_id: str, outcome: str) -> None:
+        with self.lock:
+            self.outcomes[update_id] = outcome
+            while len(self.outcomes) > OUTCOMES_KEPT:
+                self.outcomes.pop(next(iter(self.outcomes)))
