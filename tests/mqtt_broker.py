@@ -71,7 +71,8 @@ class Broker:
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        lines = ["user root", "per_listener_settings false", f"listener {self.port} 127.0.0.1"]
+        lines = ["user root", "per_listener_settings false", "set_tcp_nodelay true",
+                 f"listener {self.port} 127.0.0.1"]
         if self.tls:
             lines += [f"cafile {self.tls['cafile']}", f"certfile {self.tls['certfile']}",
                       f"keyfile {self.tls['keyfile']}", "tls_version tlsv1.2",

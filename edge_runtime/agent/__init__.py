@@ -68,10 +68,11 @@ class Agent:
         self.models = ModelManager(cfg, self.keys)
         self.reporter = Reporter(cfg, self.topics, version=self.version, started_at=self.started_at,
                                  models=self.models.models)
-        self.updater = Updater(cfg, self.topics, self.models, self.reporter, self.keys)
+        self.updater = Updater(cfg, self.topics, self.models, self.reporter, self.keys)  # applies a rotated key set
         self.reporter.update_status = self.updater.status
         self.intake = CommandIntake(self.reporter, {"ping": ping(self.started_at), "update": self.updater.cmd_update,
-                                                    "rollback": self.updater.cmd_rollback})
+                                                    "rollback": self.updater.cmd_rollback,
+                                                    "keys": self.updater.cmd_keys})
         self.http: BackgroundServer | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -168,6 +169,9 @@ class Agent:
             ack()
         elif topic.endswith("/desired"):
             self.updater.on_desired(topic, payload)  # retained: delivered again on the next connect
+            ack()
+        elif topic == self.topics.keys:
+            self.updater.on_keys(payload)
             ack()
         else:
             self.intake.on_message(topic, payload, ack)

@@ -187,7 +187,7 @@ class Reporter:
     # -- MQTT callbacks (paho's network thread: keep short) ------------------------------------
     def _on_connect(self) -> None:
         assert self.link is not None and self.publisher is not None
-        self.link.subscribe(self.topics.cmd_topics() + self.topics.desired_topics())
+        self.link.subscribe(self.topics.cmd_topics() + self.topics.desired_topics() + [self.topics.keys])
         self.publish_status()
         self.publisher.on_connect()
         threading.Thread(target=self.write_state, kwargs={"force": True}, daemon=True).start()

@@ -77,6 +77,13 @@ class Updater:
         self.progress: dict[str, Any] | None = None  # the "update" field of the status
         self._probation_started = 0.0
         self._inconclusive_reported = 0
+        self._applying: str | None = None  # update id in hand
+        self._set_aside: Document | None = None  # download interrupted by a newer job, resumed after it
+        if self.state.keyset:  # a rotation accepted before replaces the config's keys
+            try:
+                ring.replace_with(KeyRing.from_keyset(self.state.keyset))
+            except (KeyError, ValueError, TypeError, EdgeRuntimeError) as exc:
+                log.error("the stored key set is unreadable (%s); using the config's keys", exc)
 
     # -- start and stop ----------------------------------------------------------------------------
     def before_load(self) -> ModelRef | None:
@@ -158,6 +165,13 @@ class Updater:
             log.error("update queue full; desired state on %s dropped (it is retained: it comes back "
                       "on the next connect)", topic)
 
+    def on_keys(self, payload: bytes) -> None:
+        if payload:
+            try:
+                self._jobs.put_nowait(("keys", payload))
+            except queue.Full:
+                log.error("update queue full; key set dropped (it is retained: it comes back on the next connect)")
+
     def on_artifact(self, kind: str, artifact_id: str, payload: bytes) -> None:
         d = self._download
         if d is not None and d.aid == artifact_id:
@@ -196,6 +210,10 @@ class Updater:
         return result or {"type": "update_failed", "reason": "rollback did not finish in 120 s",
                           "update_id": doc.update_id}
 
+    def cmd_keys(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """``{"cmd": "keys", "doc": {"type": "keyset", ...}, "signatures": [...]}``."""
+        return self._rotate({"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}, report=False)
+
     def tick(self, kind: str = "tick") -> None:
         try:
             self._jobs.put_nowait((kind, None))
@@ -219,24 +237,32 @@ class Updater:
             try:
                 if kind == "stop":
                     return
-                if kind == "desired":
-                    self._on_desired(*arg)
-                elif kind == "apply":
-                    self._apply(arg)
-                elif kind == "resume":
-                    self._resume()
-                elif kind == "reconcile":
-                    self._reconcile()
-                elif kind == "rollback":
-                    doc, done, result = arg
-                    try:
-                        result.update(self._rollback_cmd(doc))
-                    finally:
-                        done.set()
-                elif kind == "tick":
-                    self._probation_tick()
+                self._run_job(kind, arg)
+                aside = self._set_aside
+                if aside is not None and kind != "tick" and not self._stop.is_set():
+                    self._apply(aside, resumed=True)  # what interrupted it did not replace it
             except Exception:  # never lose the worker
                 log.exception("update step %s failed unexpectedly", kind)
+
+    def _run_job(self, kind: str, arg: Any) -> None:
+        if kind == "desired":
+            self._on_desired(*arg)
+        elif kind == "apply":
+            self._apply(arg)
+        elif kind == "resume":
+            self._resume()
+        elif kind == "reconcile":
+            self._reconcile()
+        elif kind == "keys":
+            self._on_keys(arg)
+        elif kind == "rollback":
+            doc, done, result = arg
+            try:
+                result.update(self._rollback_cmd(doc))
+            finally:
+                done.set()
+        elif kind == "tick":
+            self._probation_tick()
 
     def _on_desired(self, level: str, payload: bytes) -> None:
         if not payload:  # a cleared retained message: this level no longer says anything
@@ -267,6 +293,38 @@ class Updater:
             return
         self._accept(doc, store_doc=True)
         self._reconcile()
+
+    def _on_keys(self, payload: bytes) -> None:
+        try:
+            signed = json.loads(payload)
+        except (ValueError, RecursionError):
+            self.reporter.event("keys_refused", reason="the key set is not JSON")
+            return
+        doc = signed.get("doc") if isinstance(signed, dict) else None
+        if isinstance(doc, dict) and doc.get("version") == self.ring.version:
+            return  # the retained copy of the key set in use
+        self._rotate(signed, report=True)
+
+    def _rotate(self, signed: Any, *, report: bool) -> dict[str, Any]:
+        """Accept a key-set document: persisted first, then trusted (see ``KeyRing.rotate``)."""
+        result: dict[str, Any]
+        try:
+            new = self.ring.rotate(signed, self.cfg.device.fleet)
+        except (TrustError, EdgeRuntimeError) as exc:
+            result = {"type": "keys_refused", "reason": str(exc)[:500]}
+        else:
+            with self.state.lock:
+                self.state.keyset = signed
+                self.state.save()
+            with self.models.lock:
+                self.ring.replace_with(new)
+            result = {"type": "keys_rotated", "version": new.version,
+                      "artifact_keys": sorted(k[:16] for k in new.artifact),
+                      "deployment_keys": sorted(k[:16] for k in new.deployment)}
+            log.info("trusted keys rotated to version %d", new.version)
+        if report:
+            self.reporter.event(result.pop("type"), **result)
+        return result
 
     def _check(self, signed: Any) -> Document:
         d = self.cfg.device
@@ -300,12 +358,10 @@ class Updater:
         doc = self._effective()
         if doc is None or doc.update_id in self.state.outcomes:
             return
-        cur = self.state.current
-        if cur and cur.get("id") == doc.update_id:
-            return  # in hand already (resumed separately)
         if self.state.probation and self.state.probation.get("update_id") == doc.update_id:
             return
-        self._apply(doc)
+        cur = self.state.current
+        self._apply(doc, resumed=bool(cur and cur.get("id") == doc.update_id))
 
     def _resume(self) -> None:
         cur = self.state.current
@@ -328,6 +384,11 @@ class Updater:
         assert art is not None
         uid = doc.update_id
         ev = {"update_id": uid, "version": art.version, "name": art.name}
+        aside, self._set_aside = self._set_aside, None
+        if aside is not None and aside.update_id != uid:
+            assert aside.artifact is not None
+            self._end(aside.update_id, "superseded", "update_failed", version=aside.artifact.version,
+                      name=aside.artifact.name, reason=f"superseded by update {uid} (version {art.version})")
         if self.state.probation:  # a newer update while one is in probation: that one stays uncommitted
             prev = self.state.probation
             log.info("version %s leaves probation undecided: update %s arrived", prev["version"], uid)
@@ -337,15 +398,16 @@ class Updater:
             self._set_current(doc, "received")
             self.reporter.event("update_received", **ev, target=doc.target_key, sequence=doc.sequence,
                                 force=doc.force)
+        self._applying = uid
         try:
             ref = self._fetch_and_stage(doc)
             if ref is None:
                 return
             self._activate(doc, ref)
-        except Cancelled:
-            log.info("update %s set aside: %s", uid, "agent stopping" if self._stop.is_set() else "superseded")
+        except Cancelled:  # kept on disk: resumed after the job that interrupted it, or on restart
+            log.info("update %s set aside: %s", uid, "agent stopping" if self._stop.is_set() else "a newer job")
             if not self._stop.is_set():
-                self._end(uid, "superseded", "update_failed", **ev, reason="superseded by a newer desired state")
+                self._set_aside = doc
         except (Refused, TrustError) as exc:
             shutil.rmtree(self.dir / "staging" / art.manifest_sha256, ignore_errors=True)  # never reused
             self._end(uid, "refused", "update_refused", **ev, reason=exc.reason)
@@ -380,10 +442,11 @@ class Updater:
             self.reporter.event("update_downloaded", **ev, seconds=round(time.monotonic() - t0, 3),
                                 bytes=art.size_bytes, free_bytes=free)
             self._set_current(doc, "verifying")
-            self._verify(doc, path)
+            # over MQTT the whole file was just hashed against the signed sha256 (Staging.finish)
+            self._verify(doc, path, file_hashed=not art.url)
             self.reporter.event("update_verified", **ev, keyid=self.ring.verify_artifact(path)[:16])
             self._set_current(doc, "staging")
-            ref = store.install(path, move=True)
+            ref = store.install(path, move=True, verified=True)
             shutil.rmtree(staging, ignore_errors=True)
         else:  # the same bytes are installed already: no download
             self._verify(doc, store.path(ref))
@@ -413,11 +476,24 @@ class Updater:
             self._download = None
 
     def _newer_waiting(self) -> bool:
-        """A newer desired state or command is queued: set this download aside (kept for resume)."""
+        """Another desired state, command or a stop is queued: set this download aside (it stays
+        on disk and resumes after that job unless the job replaced it)."""
         with self._jobs.mutex:
-            return any(k in ("desired", "apply", "rollback", "stop") for k, _ in self._jobs.queue)
+            jobs = list(self._jobs.queue)
+        for kind, arg in jobs:
+            if kind in ("rollback", "stop"):
+                return True
+            if kind == "apply" and arg.update_id != self._applying:
+                return True
+            if kind == "desired":
+                try:
+                    if _uid(json.loads(arg[1])) != self._applying:
+                        return True
+                except (ValueError, RecursionError):
+                    continue
+        return False
 
-    def _verify(self, doc: Document, path: Path) -> None:
+    def _verify(self, doc: Document, path: Path, *, file_hashed: bool = False) -> None:
         """Both signatures, and every hash, before anything is installed."""
         import hashlib
 
@@ -429,7 +505,13 @@ class Updater:
                           f"{art.manifest_sha256[:16]}...")
         self.ring.verify_artifact(path)
         try:
-            m = verify_artifact(path)  # model file against the manifest: sha256 and size
+            m = read_manifest(path)
+            if file_hashed:
+                size = (path / m.file).stat().st_size
+                if size != m.size_bytes:
+                    raise Refused(f"size mismatch (manifest says {m.size_bytes} bytes, file has {size} bytes)")
+            else:
+                verify_artifact(path, m)  # model file against the manifest: sha256 and size
         except ModelLoadError as exc:
             raise Refused(exc.reason) from exc
         if (m.sha256, m.size_bytes, m.name, m.version) != (art.sha256, art.size_bytes, art.name, art.version):
@@ -527,6 +609,10 @@ class Updater:
     def _rollback_cmd(self, doc: Document) -> dict[str, Any]:
         store = self.models.store
         assert store is not None
+        aside, self._set_aside = self._set_aside, None
+        if aside is not None and aside.artifact is not None:  # an update in progress is abandoned
+            self._end(aside.update_id, "failed", "update_failed", version=aside.artifact.version,
+                      reason="cancelled by a rollback command")
         active = self.models.active
         p = self.state.probation
         if p:

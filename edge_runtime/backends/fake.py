@@ -1,7 +1,8 @@
 """A backend with no library behind it, for tests and fault injection.
 
-Its "model file" is JSON: ``{"weights": [[...]], "bias": [...], "input": "x",
-"outputs": ["value"], "softmax": false}`` computes ``x @ W + b``. Faults are set on the
+Its "model file" is one line of JSON: ``{"weights": [[...]], "bias": [...], "input": "x",
+"outputs": ["value"], "softmax": false}`` computes ``x @ W + b``; anything after the first
+line is ignored (a large padded file stands in for a large model in update benchmarks). Faults are set on the
 instance (``fail``, ``delay_s``, ``nan``, ``wrong_shape``) so a test can break a loaded
 model through the public API and watch what the runtime does; ``"delay_s"`` and
 ``"fail_after"`` (calls that succeed before every call fails) in the file make a model
@@ -27,7 +28,8 @@ class FakeBackend:
 
     def __init__(self, path: Path, options: BackendOptions) -> None:
         try:
-            spec = json.loads(Path(path).read_text())
+            with open(path, encoding="utf-8", errors="replace") as f:
+                spec = json.loads(f.readline())
             self.weights = np.asarray(spec["weights"], dtype=np.float32)
             self.bias = np.asarray(spec.get("bias", [0.0] * self.weights.shape[1]), dtype=np.float32)
         except (OSError, ValueError, KeyError) as exc:

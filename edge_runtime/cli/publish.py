@@ -54,6 +54,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the devices' answers")
     r.set_defaults(func=rollback)
 
+    k = sub.add_parser(
+        "publish-keys", help="rotate the keys devices trust: a signed key set, retained for the fleet",
+        description="Publish a key-set document (version N+1) listing the public keys devices will trust for "
+        "artifacts and for deployments, signed by a key they trust now and by a key of the new set. "
+        "Devices persist it before using it, then report keys_rotated (or keys_refused with the reason).",
+        epilog=f"example: edge-runtime publish-keys --config {EXAMPLE_FLEET} --version 2 "
+        "--artifact-key new/artifact.pub --deployment-key new/deploy.pub --sign-with old/deploy.key "
+        "--sign-with new/deploy.key")
+    k.add_argument("--config", "-c", required=True, metavar="FLEET_CONFIG", help="fleet config (.toml)")
+    k.add_argument("--version", type=int, required=True, help="key-set version, above the devices' current one")
+    k.add_argument("--artifact-key", action="append", required=True, type=Path, metavar="PUB",
+                   help="public key trusted for artifacts (repeatable)")
+    k.add_argument("--deployment-key", action="append", required=True, type=Path, metavar="PUB",
+                   help="public key trusted for desired states and commands (repeatable)")
+    k.add_argument("--sign-with", action="append", required=True, type=Path, metavar="KEY",
+                   help="private key that signs the key set (a current one and a new one)")
+    k.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the devices' answers")
+    k.set_defaults(func=publish_keys)
+
     u = sub.add_parser(
         "update-server", help="serve the chunks of every published artifact, long-running",
         description="Serve the artifacts publish registered under the fleet's data_dir to any device that "
@@ -149,6 +168,33 @@ def rollback(args: argparse.Namespace) -> int:
         if d not in answers:
             print(f"{d}: no answer within {args.timeout:.0f} s")
     return 0 if len(ok) == len(targets) else 1
+
+
+def publish_keys(args: argparse.Namespace) -> int:
+    from edge_runtime.fleet import server as fs
+    from edge_runtime.fleet.config import load_fleet_config
+
+    cfg = load_fleet_config(args.config)
+    signed = fs.keyset_document(cfg.fleet.name, args.version, args.artifact_key, args.deployment_key, args.sign_with)
+    answers: dict[str, dict[str, Any]] = {}
+
+    def on_event(device: str, ev: dict[str, Any]) -> None:
+        if str(ev.get("type", "")).startswith("keys_"):
+            answers[device] = ev
+            print(f"{device}: {ev['type']} {ev.get('reason') or ev.get('version')}", flush=True)
+
+    srv = fs.UpdateServer(cfg, on_event=on_event)
+    srv.start()
+    try:
+        time.sleep(1.0)
+        targets = srv.known_devices()
+        srv.publish(fs.keys_topic(cfg.fleet.name), json.dumps(signed).encode(), retain=True)
+        print(f"published key set version {args.version} to {fs.keys_topic(cfg.fleet.name)}; waiting for "
+              f"{len(targets)} device(s)", flush=True)
+        srv.wait_for(lambda: all(d in answers for d in targets), args.timeout)
+    finally:
+        srv.stop()
+    return 0 if all(answers.get(d, {}).get("type") == "keys_rotated" for d in targets) else 1
 
 
 def update_server(args: argparse.Namespace) -> int:

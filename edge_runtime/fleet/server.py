@@ -183,8 +183,8 @@ class UpdateServer:
                         view.outcome[uid] = outcome
                         view.final[uid] = body
             self._changed.notify_all()
-        if kind == "events" and self.on_event is not None and str(body.get("type", "")).startswith(("update_",
-                                                                                                     "rollback")):
+        if kind == "events" and self.on_event is not None and str(body.get("type", "")).startswith(
+                ("update_", "rollback", "keys_")):
             self.on_event(device, body)
 
     def allow(self, artifact_id: str, index: int) -> bool:
@@ -257,6 +257,22 @@ def rollback_command(fleet: str, target: dict[str, Any], key_path: Path, *, sequ
            "expires": expires_at(expires_in_s), "force": True}
     signed = sign_document(doc, [load_private_key(key_path)])
     return {"cmd": "rollback", "id": str(uuid.uuid4()), **signed}
+
+
+def keyset_document(fleet: str, version: int, artifact_pubs: list[Path], deployment_pubs: list[Path],
+                    signing_keys: list[Path]) -> dict[str, Any]:
+    """A signed key-set document (key rotation): sign it with a key the devices trust now and
+    with a key of the new set."""
+    from edge_runtime.updates.trust import encode_public, load_public_key
+
+    doc = {"type": "keyset", "fleet": fleet, "version": version,
+           "artifact_keys": [encode_public(load_public_key(p)) for p in artifact_pubs],
+           "deployment_keys": [encode_public(load_public_key(p)) for p in deployment_pubs]}
+    return sign_document(doc, [load_private_key(k) for k in signing_keys])
+
+
+def keys_topic(fleet: str) -> str:
+    return f"{ROOT}/{fleet}/keys"
 
 
 def check_artifact(artifact_dir: Path, artifact_keys: tuple[Path, ...]) -> str:

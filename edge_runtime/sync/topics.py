@@ -57,6 +57,11 @@ class Topics:
     def all_desired(self) -> str:
         return f"{ROOT}/{self.fleet}/all/desired"
 
+    @property
+    def keys(self) -> str:
+        """Retained signed key-set document (key rotation) for the whole fleet."""
+        return f"{ROOT}/{self.fleet}/keys"
+
     def desired_topics(self) -> list[str]:
         """Every topic this device takes its desired state from (most specific first)."""
         return [self.device_topic("desired"), *(self.group_desired(g) for g in self.groups), self.all_desired]

@@ -219,6 +219,65 @@ class KeyRing:
         return self.verify((d / "manifest.json").read_bytes(), sigs, ARTIFACT)
 
 
+    # -- rotation ---------------------------------------------------------------------------------
+    def rotate(self, signed: Any, fleet: str) -> KeyRing:
+        """The key ring a signed key-set document describes, if this ring must accept it (TUF's
+        root rotation, simplified): ``{"doc": {"type": "keyset", "fleet", "version": N,
+        "artifact_keys": [base64 raw key, ...], "deployment_keys": [...]}, "signatures": [...]}``.
+        Its version must be above this ring's, and it must be signed by a key trusted now (either
+        role) *and* by a key of the new set, so neither a stolen old key nor a stranger alone
+        can replace the keys. TrustError says why not."""
+        if not isinstance(signed, dict) or not isinstance(signed.get("doc"), dict):
+            raise TrustError("not a signed key-set document")
+        doc = signed["doc"]
+        if doc.get("type") != "keyset" or doc.get("fleet") != fleet:
+            raise TrustError(f"not a key set for fleet {fleet!r}")
+        version = doc.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version <= self.version:
+            raise TrustError(f"key-set version {str(version)[:20]} is not above the current {self.version}")
+        new = KeyRing(version=version)
+        for role in (ARTIFACT, DEPLOYMENT):
+            keys = doc.get(f"{role}_keys")
+            if not isinstance(keys, list) or not keys or len(keys) > MAX_SIGNATURES:
+                raise TrustError(f"a key set needs 1-{MAX_SIGNATURES} {role}_keys")
+            for k in keys:
+                pk = public_key_from(str(k), f"{role} key in the key set")
+                new.keys(role)[keyid(pk)] = pk
+        data = canonical(doc)
+        current = KeyRing(artifact={**self.artifact, **self.deployment})
+        current.verify(data, signed.get("signatures"), ARTIFACT)
+        incoming = KeyRing(artifact={**new.artifact, **new.deployment})
+        try:
+            incoming.verify(data, signed.get("signatures"), ARTIFACT)
+        except TrustError as exc:
+            raise TrustError(f"the key set is not signed by any of its own keys ({exc.reason})") from None
+        return new
+
+    @classmethod
+    def from_keyset(cls, signed: dict[str, Any]) -> KeyRing:
+        """The ring of a key set this device accepted before (read back from its own state)."""
+        doc = signed["doc"]
+        ring = cls(version=int(doc["version"]))
+        for role in (ARTIFACT, DEPLOYMENT):
+            for k in doc[f"{role}_keys"]:
+                pk = public_key_from(str(k))
+                ring.keys(role)[keyid(pk)] = pk
+        return ring
+
+    def replace_with(self, other: KeyRing) -> None:
+        """Trust ``other``'s keys from now on (in place: every holder of this ring sees it)."""
+        self.artifact.clear()
+        self.artifact.update(other.artifact)
+        self.deployment.clear()
+        self.deployment.update(other.deployment)
+        self.version = other.version
+
+
+def encode_public(key: Ed25519PublicKey) -> str:
+    """How a key-set document carries a key: base64 of the raw 32 bytes."""
+    return base64.b64encode(raw_public(key)).decode()
+
+
 def _untrusted(role: str, seen: list[str]) -> str:
     raise TrustError(f"signed only by keys this device does not trust for {role}s "
                      f"({', '.join(seen) or 'none readable'})")

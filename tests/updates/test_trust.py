@@ -173,3 +173,24 @@ def test_version_order_pep440_else_created_at() -> None:
     assert is_older(("1.0rc1", None), ("1.0", None))
     t1, t2 = "2026-01-01T00:00:00Z", dt.datetime(2026, 6, 1, tzinfo=dt.UTC).isoformat()
     assert is_older(("blue", t1), ("green", t2)) and not is_older(("green", t2), ("blue", t1))
+
+
+# -- key rotation -----------------------------------------------------------------------------------
+def test_a_key_set_needs_a_current_key_and_a_new_key_and_a_higher_version(keys: Keys, tmp_path: Path) -> None:
+    from edge_runtime.fleet.server import keyset_document
+
+    ring = _ring(keys)
+    new = make_keys(tmp_path / "new")
+    ok = keyset_document("acme", 1, [new.artifact_pub], [new.deploy_pub], [keys.deploy_key, new.deploy_key])
+    rotated = ring.rotate(ok, "acme")
+    assert rotated.version == 1 and set(rotated.deployment) == {keyid(load_public_key(new.deploy_pub))}
+    with pytest.raises(TrustError, match="not signed by any of its own keys"):
+        ring.rotate(keyset_document("acme", 1, [new.artifact_pub], [new.deploy_pub], [keys.deploy_key]), "acme")
+    with pytest.raises(TrustError, match="does not trust"):  # the new keys alone cannot introduce themselves
+        ring.rotate(keyset_document("acme", 1, [new.artifact_pub], [new.deploy_pub], [new.deploy_key]), "acme")
+    ring.replace_with(rotated)
+    with pytest.raises(TrustError, match="not above the current 1"):
+        ring.rotate(ok, "acme")
+    with pytest.raises(TrustError, match="for fleet"):
+        ring.rotate(ok, "other")
+    assert KeyRing.from_keyset(ok).deployment.keys() == rotated.deployment.keys()

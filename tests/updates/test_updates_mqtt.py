@@ -17,7 +17,7 @@ import pytest
 
 from edge_runtime.agent import Agent
 from edge_runtime.config import load_config
-from edge_runtime.fleet.server import UpdateServer
+from edge_runtime.fleet.server import UpdateServer, desired_document
 from tests.conftest import run_cli
 from tests.mqtt_broker import Broker, start_agent_process, wait_for
 from tests.updates_kit import Keys, Operator, device_config, make_keys, signed_artifact, write_fleet_config
@@ -361,7 +361,7 @@ def test_predict_under_four_threads_sees_no_error_through_twenty_updates(tmp_pat
             t.start()
         for n in range(2, 22):
             uid = fleet.op.desired(fleet.artifact(str(n), scale=float(n)))
-            assert fleet.op.wait_outcome("pi-1", uid) == "committed", fleet.op.final("pi-1", uid)
+            assert fleet.op.wait_outcome("pi-1", uid) == "committed", fleet.op.final("pi-1", uid).get("reason")
         stop.set()
         for t in threads:
             t.join(10)
@@ -391,3 +391,118 @@ def test_the_active_version_corrupt_at_start_rolls_back_to_the_previous_one(flee
     back = wait_for(lambda: [e for e in fleet.op.server.devices["pi-1"].final.values()
                              if e.get("type") == "update_rolled_back"], 10, "rollback event")
     assert "could not be loaded at start" in back[0]["reason"] and back[0]["version"] == "2"
+
+
+def test_key_rotation_without_touching_the_device(fleet: Fleet) -> None:
+    fleet.start_agent()
+    fleet.wait_online("1")
+    new = make_keys(fleet.tmp / "new-keys", prefix="new-")
+    args = ["publish-keys", "--config", str(fleet.fleet_cfg), "--version", "1", "--artifact-key", str(new.artifact_pub),
+            "--deployment-key", str(new.deploy_pub), "--timeout", "20"]
+    # signed by the new keys only: refused (a stranger could do that)
+    r = run_cli(*args, "--sign-with", str(new.deploy_key))
+    assert r.returncode == 1 and "keys_refused" in r.stdout, r.stdout + r.stderr
+    r = run_cli(*args, "--sign-with", str(fleet.keys.deploy_key), "--sign-with", str(new.deploy_key))
+    assert r.returncode == 0 and "keys_rotated" in r.stdout, r.stdout + r.stderr + fleet.log()
+
+    v2 = signed_artifact(fleet.tmp / "v2-new", "2", new, scale=2.0)
+    old_signed = fleet.op.desired(v2)  # the old deployment key is no longer trusted
+    assert fleet.op.wait_outcome("pi-1", old_signed) == "refused"
+    assert "does not trust" in fleet.op.final("pi-1", old_signed)["reason"]
+    # the rotation survives a restart: the new keys work after it
+    proc = fleet.procs[-1]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    fleet.start_agent()
+    uid = fleet.op.desired(v2, key=new.deploy_key)
+    assert fleet.op.wait_outcome("pi-1", uid) == "committed", fleet.op.final("pi-1", uid).get("reason")
+    # an artifact signed by the old artifact key is refused now, even with a new deployment signature
+    v3_old = fleet.artifact("3")
+    uid = fleet.op.desired(v3_old, key=new.deploy_key)
+    assert fleet.op.wait_outcome("pi-1", uid) == "refused"
+
+
+def test_a_newer_desired_state_supersedes_a_download_and_a_refused_one_does_not(fleet: Fleet) -> None:
+    big = fleet.artifact("2", pad="x" * 200_000)
+    half = Operator(fleet.fleet_cfg, server_cls=HalfServer)
+    try:
+        fleet.start_agent()
+        fleet.wait_online("1")
+        uid2 = half.desired(big)
+        wait_for(lambda: _have(fleet.data) >= 5, 30, "some chunks on disk")
+        status = wait_for(lambda: (fleet.op.status("pi-1").get("update") or {}).get("state") == "downloading"
+                          and fleet.op.status("pi-1"), 20, "downloading in the status")
+        assert status["update"]["id"] == uid2 and 0 <= status["update"]["percent"] <= 60
+
+        bad = fleet.op.desired(fleet.v2, expires_in_s=-1)  # refused: the download goes on where it was
+        assert fleet.op.wait_outcome("pi-1", bad) == "refused"
+        had = _have(fleet.data)
+        time.sleep(1.5)
+        assert fleet.op.outcome("pi-1", uid2) is None and _have(fleet.data) >= had
+
+        uid3 = fleet.op.desired(fleet.artifact("3", scale=3.0))  # a valid newer one replaces it
+        assert fleet.op.wait_outcome("pi-1", uid3) == "committed", fleet.log()
+        assert fleet.op.wait_outcome("pi-1", uid2) == "failed"
+        assert f"superseded by update {uid3}" in fleet.op.final("pi-1", uid2)["reason"]
+        assert _predict(fleet.device_cfg) == pytest.approx(9.0)
+    finally:
+        half.close()
+
+
+def test_an_update_that_does_not_fit_on_disk_fails_before_downloading(fleet: Fleet) -> None:
+    import shutil
+
+    free = shutil.disk_usage(fleet.tmp).free
+    fleet.start_agent()
+    fleet.wait_online("1")
+    huge = fleet.artifact("2")
+    # a desired state that claims a model file larger than the disk (the device checks first)
+    art = desired_document("x", {"all": True}, huge, sequence=1, expires_in_s=60, force=False)["artifact"]
+    uid = fleet.op.desired(huge, doc_changes={"artifact": {**art, "size_bytes": free * 2}})
+    assert fleet.op.wait_outcome("pi-1", uid) == "failed"
+    reason = fleet.op.final("pi-1", uid)["reason"]
+    assert "not enough disk space" in reason and "bytes free" in reason
+    assert not list((fleet.data / "updates" / "staging").glob("*/model.json.part"))
+
+
+def test_an_artifact_the_device_already_holds_is_not_downloaded_again(fleet: Fleet) -> None:
+    fleet.start_agent()
+    fleet.wait_online("1")
+    assert fleet.op.wait_outcome("pi-1", fleet.op.desired(fleet.v2)) == "committed"
+    sent = fleet.op.server.chunks_sent
+    r = run_cli("rollback", "--config", str(fleet.fleet_cfg), "--device", "pi-1")
+    assert r.returncode == 0, r.stdout
+    uid = fleet.op.desired(fleet.v2)  # version 2 again: installed already
+    assert fleet.op.wait_outcome("pi-1", uid) == "committed"
+    assert fleet.op.server.chunks_sent == sent
+
+
+def test_a_desired_state_may_name_a_url_instead_of_mqtt_chunks(fleet: Fleet) -> None:
+    fleet.start_agent()
+    fleet.wait_online("1")
+    art = desired_document("x", {"all": True}, fleet.v2, sequence=1, expires_in_s=60, force=False)["artifact"]
+    uid = fleet.op.desired(fleet.v2, serve=False, doc_changes={"artifact": {**art, "url": fleet.v2.as_uri()}})
+    assert fleet.op.wait_outcome("pi-1", uid) == "committed", fleet.op.final("pi-1", uid)
+    assert fleet.op.server.chunks_sent == 0
+    assert _predict(fleet.device_cfg) == pytest.approx(6.0)
+
+
+def test_update_server_serves_a_device_that_comes_later(fleet: Fleet) -> None:
+    """publish with nobody online returns; update-server, started later, serves the late device."""
+    r = run_cli("publish", str(fleet.v2), "--config", str(fleet.fleet_cfg), "--group", "eu", "--timeout", "5")
+    assert r.returncode == 0 and "waiting for 0 device(s)" in r.stdout, r.stdout + r.stderr
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    server = subprocess.Popen([sys.executable, "-m", "edge_runtime", "update-server", "--config", str(fleet.fleet_cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        fleet.start_agent()
+        fleet.wait_online("2", timeout=40)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out = server.communicate(timeout=15)[0].decode()
+    assert "serving 1 artifact(s)" in out and server.returncode == 0, out
