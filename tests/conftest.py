@@ -106,3 +106,26 @@ def regression_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     return _convert_sklearn_fixture(tmp_path_factory.mktemp("diabetes"), "diabetes", LinearRegression(), X, y)
+
+
+@pytest.fixture(scope="session")
+def keras_iris_mlp() -> dict[str, Any]:
+    """One Keras MLP (normalization, 16 relu, softmax) trained on iris, once per session and
+    worker, for every test that needs a Keras source model: the LiteRT backend, the TFLite
+    converters and bench."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    keras.utils.set_random_seed(0)
+    norm = keras.layers.Normalization()
+    norm.adapt(X)
+    model = keras.Sequential([keras.Input((4,)), norm, keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    for _ in range(60):  # full-batch steps: Keras' fit() costs far more per epoch on 150 rows
+        model.train_on_batch(X, y)
+    return {"model": model, "X": X, "y": y, "proba": model.predict(X, verbose=0)}

@@ -189,7 +189,7 @@ class Updater:
                     "update_id": doc.update_id}
         self._accept(doc, store_doc=False)
         self._jobs.put(("apply", doc))
-        return {"type": "update_queued", "update_id": doc.update_id, "version": doc.artifact.version
+        return {"type": "cmd_accepted", "update_id": doc.update_id, "version": doc.artifact.version
                 if doc.artifact else None}
 
     def cmd_rollback(self, cmd: dict[str, Any]) -> dict[str, Any]:

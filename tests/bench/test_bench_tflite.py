@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 
 # find_spec, not importorskip: importing TensorFlow at collection would cost every worker seconds
@@ -23,24 +22,14 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
 
 @pytest.fixture(scope="module")
-def tflite_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+def tflite_artifacts(tmp_path_factory: pytest.TempPathFactory, keras_iris_mlp: dict[str, Any]) -> dict[str, Path]:
     import tensorflow as tf
-    from sklearn.datasets import load_iris
 
     from edge_runtime.backends import open_backend
     from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
     from edge_runtime.reference import build_reference
 
-    X, y = load_iris(return_X_y=True)
-    X = X.astype(np.float32)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(3, activation="softmax")])
-    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
-    for _ in range(40):
-        model.train_on_batch(X, y)
+    model, X = keras_iris_mlp["model"], keras_iris_mlp["X"]
     out = {}
     for mode in ("fp32", "dynamic"):
         conv = tf.lite.TFLiteConverter.from_keras_model(model)

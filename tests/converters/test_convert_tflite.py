@@ -5,7 +5,6 @@ loaded with edge_runtime.load and compared with the source model through the pub
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +36,11 @@ def _log_keras(store: Any, model: Any, X: np.ndarray) -> str:
 
 
 @pytest.fixture(scope="module")
-def keras_mlp(store: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-    from sklearn.datasets import load_iris
-
-    X, y = load_iris(return_X_y=True)
-    X = X.astype(np.float32)
-    keras.utils.set_random_seed(0)
-    norm = keras.layers.Normalization()
-    norm.adapt(X)
-    model = keras.Sequential([keras.Input((4,)), norm, keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(3, activation="softmax")])
-    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
-    for _ in range(60):  # full-batch steps: fit() costs far more per epoch on 150 rows
-        model.train_on_batch(X, y)
+def keras_mlp(store: Any, tmp_path_factory: pytest.TempPathFactory, keras_iris_mlp: dict[str, Any]) -> dict[str, Any]:
+    model, X = keras_iris_mlp["model"], keras_iris_mlp["X"]
     csv = tmp_path_factory.mktemp("keras") / "iris.csv"
     np.savetxt(csv, X, delimiter=",", header=",".join(f"x{i}" for i in range(4)), comments="")
-    return {"uri": _log_keras(store, model, X), "X": X, "proba": model.predict(X, verbose=0), "csv": csv}
+    return {"uri": _log_keras(store, model, X), "X": X, "proba": keras_iris_mlp["proba"], "csv": csv}
 
 
 @pytest.fixture(scope="module")

@@ -56,17 +56,19 @@ def test_hang_returns_fallback_on_time_and_worker_is_bounded(fake_artifact: Path
     with edge_runtime.load(fake_artifact, fallback_default=0.0, timeout_ms=50, deadline_workers=1,
                            breaker_failures=0) as rt:
         assert rt.predict(ROW).value == 3.0
-        rt.model.backend.delay_s = 0.6
+        hang = 2.0
+        rt.model.backend.delay_s = hang
         t0 = time.perf_counter()
         p = rt.predict(ROW)
         took = time.perf_counter() - t0
         assert (p.source, p.reason) == ("fallback", "timeout")
-        assert took < 0.4, f"a 50 ms deadline took {took:.3f}s"
+        # the caller did not wait for the hung call (not a timing target: a 40x margin on the 50 ms)
+        assert took < hang / 2, f"a 50 ms deadline took {took:.3f}s"
         # the overrunning run still holds the only worker: the next call is not queued behind it
         t0 = time.perf_counter()
         p2 = rt.predict(ROW)
         assert (p2.source, p2.reason) == ("fallback", "overloaded")
-        assert time.perf_counter() - t0 < 0.1
+        assert time.perf_counter() - t0 < hang / 2
         n_threads = threading.active_count()
         for _ in range(20):
             rt.predict(ROW)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,23 +29,11 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
 
 @pytest.fixture(scope="module")
-def iris_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A Keras MLP trained on iris, and its .tflite files: fp32, dynamic, int8 with int8 I/O."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+def iris_models(tmp_path_factory: pytest.TempPathFactory, keras_iris_mlp: dict[str, Any]) -> dict[str, object]:
+    """The shared Keras MLP on iris, and its .tflite files: fp32, dynamic, int8 with int8 I/O."""
     import tensorflow as tf
-    from sklearn.datasets import load_iris
 
-    X, y = load_iris(return_X_y=True)
-    X = X.astype(np.float32)
-    keras.utils.set_random_seed(0)
-    norm = keras.layers.Normalization()
-    norm.adapt(X)
-    model = keras.Sequential([keras.Input((4,)), norm, keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(3, activation="softmax")])
-    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
-    for _ in range(60):  # full-batch steps: Keras' fit() costs far more per epoch on 150 rows
-        model.train_on_batch(X, y)
+    model, X, y = keras_iris_mlp["model"], keras_iris_mlp["X"], keras_iris_mlp["y"]
     d = tmp_path_factory.mktemp("tflite")
     files = {}
     for mode in ("fp32", "dynamic", "int8"):
@@ -60,7 +48,7 @@ def iris_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         path = d / f"{mode}.tflite"
         path.write_bytes(conv.convert())
         files[mode] = path
-    return {"X": X, "y": y, "keras": model.predict(X, verbose=0), "files": files, "dir": d}
+    return {"X": X, "y": y, "keras": keras_iris_mlp["proba"], "files": files, "dir": d}
 
 
 def artifact(src: Path, d: Path) -> Path:

@@ -506,3 +506,22 @@ def test_update_server_serves_a_device_that_comes_later(fleet: Fleet) -> None:
         server.send_signal(signal.SIGTERM)
         out = server.communicate(timeout=15)[0].decode()
     assert "serving 1 artifact(s)" in out and server.returncode == 0, out
+
+
+def test_too_few_predictions_stay_in_probation_and_say_inconclusive(tmp_path: Path, mosquitto: Broker) -> None:
+    fleet = Fleet(tmp_path, mosquitto, probation_s=0.5, probation_min_predictions=50)
+    agent = _agent(fleet)
+    try:
+        fleet.wait_online("1")
+        uid = fleet.op.desired(fleet.v2)
+        status = wait_for(lambda: "inconclusive" in str((fleet.op.status("pi-1").get("update") or {}).get("detail"))
+                          and fleet.op.status("pi-1"), 20, "an inconclusive probation in the status")
+        assert status["update"]["state"] == "probation" and status["active"]["version"] == "2"
+        assert "fewer than the 50 needed" in status["update"]["detail"]
+        assert fleet.op.outcome("pi-1", uid) is None  # never committed on too little evidence
+        for _ in range(60):
+            agent.runtime.predict([1.0, 2.0])  # type: ignore[union-attr]
+        assert fleet.op.wait_outcome("pi-1", uid) == "committed"
+    finally:
+        agent.stop()
+        fleet.close()
