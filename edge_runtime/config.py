@@ -104,6 +104,9 @@ class UpdatesConfig:
     max_error_rate: float = field(default=0.01, metadata=_meta(min=0, max=1))
     max_fallback_rate: float = field(default=0.05, metadata=_meta(min=0, max=1))
     max_p99_ms: float | None = field(default=None, metadata=_meta(min=0))
+    # against the previous version: p99 over max_p99_ratio x its p99 and p99_slack_ms more is a breach
+    max_p99_ratio: float = field(default=3.0, metadata=_meta(min=1))
+    p99_slack_ms: float = field(default=5.0, metadata=_meta(min=0))
     chunk_window: int = field(default=16, metadata=_meta(min=1, max=1024))  # chunks asked for at once
     download_stall_s: float = field(default=10.0, metadata=_meta(min=0.1))  # no chunk this long: ask again
 

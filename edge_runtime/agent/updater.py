@@ -69,7 +69,8 @@ class Updater:
         self.limits = probation.Limits(
             window_s=cfg.updates.probation_s, min_predictions=cfg.updates.probation_min_predictions,
             max_error_rate=cfg.updates.max_error_rate, max_fallback_rate=cfg.updates.max_fallback_rate,
-            max_p99_ms=cfg.updates.max_p99_ms)
+            max_p99_ms=cfg.updates.max_p99_ms, max_p99_ratio=cfg.updates.max_p99_ratio,
+            p99_slack_ms=cfg.updates.p99_slack_ms)
         self._jobs: queue.Queue[tuple[str, Any]] = queue.Queue(256)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -20,8 +20,6 @@ from typing import Any
 
 from edge_runtime.metrics import VersionMetrics
 
-P99_RATIO = 2.0  # worse than this many times the previous version's p99 ...
-P99_SLACK_MS = 1.0  # ... and by more than this, is a breach (micro-second models jitter)
 P99_MIN_SAMPLES = 100  # below this a "p99" is the maximum of a few calls: not compared
 
 
@@ -71,6 +69,8 @@ class Limits:
     max_error_rate: float
     max_fallback_rate: float
     max_p99_ms: float | None
+    max_p99_ratio: float = 3.0  # worse than this many times the previous version's p99 ...
+    p99_slack_ms: float = 5.0  # ... and by more than this is a breach (a busy device jitters by ms)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def _breach(now: Figures, base: Figures | None, lim: Limits) -> str | None:
         return (f"error rate {now.error_rate:.4f} against {base.error_rate:.4f} for the previous version "
                 f"(more than max_error_rate {lim.max_error_rate} worse)")
     if (p99 is not None and base.p99_ms is not None and min(now.predictions, base.predictions) >= P99_MIN_SAMPLES
-            and p99 > P99_RATIO * base.p99_ms and p99 - base.p99_ms > P99_SLACK_MS):
+            and p99 > lim.max_p99_ratio * base.p99_ms and p99 - base.p99_ms > lim.p99_slack_ms):
         return (f"p99 {p99:.3f} ms against {base.p99_ms:.3f} ms for the previous version "
-                f"({p99 / base.p99_ms:.1f}x, over {P99_RATIO}x)")
+                f"({p99 / base.p99_ms:.1f}x, over max_p99_ratio {lim.max_p99_ratio}x and "
+                f"{lim.p99_slack_ms} ms more)")
     return None
