@@ -35,10 +35,21 @@ class ConfigError(EdgeRuntimeError):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
+NAME_CHARS = 64  # of a caller's key or feature name echoed in an error
+
+
+def echo(text: str, limit: int = NAME_CHARS) -> str:
+    """A caller's string as it may appear in an error: valid UTF-8 (a lone surrogate becomes
+    ``\\udcxx``) and at most ``limit`` characters, saying how long it was."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= limit else f"{safe[:limit]}... ({len(text)} characters)"
+
+
 class InvalidInput(EdgeRuntimeError, ValueError):
     """An input row cannot be valid for this model; it never reaches the backend."""
 
     def __init__(self, reason: str, *, feature: str | None = None, row: int | None = None) -> None:
+        feature = echo(str(feature)) if feature is not None else None
         self.feature = feature
         self.row = row
         self.reason = reason

@@ -33,6 +33,8 @@ def all_finite(a: np.ndarray) -> bool:
 
 
 def _describe(v: Any) -> str:
+    if isinstance(v, np.generic):
+        v = v.item()
     text = repr(v)
     return f"{type(v).__name__} {text[:40]}"
 
@@ -51,6 +53,7 @@ class InputAdapter:
             spec = manifest.inputs[0]
             self.input_name = spec.name
             self.dtype = np.dtype(spec.dtype)
+            self.fmax = float(np.finfo(self.dtype).max) if self.dtype.kind == "f" else float(np.iinfo(self.dtype).max)
         else:
             self.input_names = [s.name for s in manifest.inputs]
             self.dtypes = [np.dtype(object) if s.dtype in ("str", "string", "object") else np.dtype(s.dtype)
@@ -65,16 +68,28 @@ class InputAdapter:
             # which gives the precise error.
             if kind is np.ndarray and features.ndim == 1 and features.shape[0] == self.n \
                     and features.dtype.kind == "f":
-                arr = features if features.dtype is self.dtype else features.astype(self.dtype, copy=False)
-                if all_finite(arr):
-                    return {self.input_name: arr.reshape(1, -1)}
+                if features.dtype is self.dtype:
+                    if all_finite(features):
+                        return {self.input_name: features.reshape(1, -1)}
+                elif self.n <= 16:  # e.g. float64 for a float32 model: in range first, then cast
+                    vals = features.tolist()
+                    if max(map(abs, vals)) <= self.fmax and all(map(_isfinite, vals)):
+                        return {self.input_name: features.astype(self.dtype).reshape(1, -1)}
+                else:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        arr = features.astype(self.dtype)
+                    if all_finite(arr):
+                        return {self.input_name: arr.reshape(1, -1)}
             elif kind is dict and len(features) == self.n:
                 try:
                     values = [features[n] for n in self.names]
                 except KeyError:
                     values = None
+                # finite as a Python float is not always finite in the model's dtype (float32
+                # overflows above 3.4e38, and an int may be too large for any float): values out
+                # of range take the general path, which names them
                 if values is not None and set(map(type, values)) <= _FAST_NUMBERS \
-                        and all(map(_isfinite, values)):
+                        and max(map(abs, values)) <= self.fmax and all(map(_isfinite, values)):
                     return {self.input_name: np.array([values], dtype=self.dtype)}
         if isinstance(features, Mapping):
             return self._feeds_from_rows([self._row_from_mapping(features, None)])
@@ -158,9 +173,14 @@ class InputAdapter:
                                f"{m.shape[1]}")
         if m.dtype.kind not in _NUMERIC_KINDS:
             self._find_bad_numeric(m)
-        arr = m if m.dtype == self.dtype else m.astype(self.dtype)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = m if m.dtype == self.dtype else m.astype(self.dtype)
+        except (OverflowError, ValueError, TypeError):
+            self._find_out_of_range(m)
+            raise
         if not all_finite(arr):
-            self._find_non_finite(arr)
+            self._find_non_finite(arr, m)
         return {self.input_name: arr}
 
     def _feeds_from_rows(self, rows: list[list[Any]]) -> dict[str, np.ndarray]:
@@ -169,10 +189,13 @@ class InputAdapter:
                 rows = [[math.nan if v is None else v for v in r] for r in rows]
             try:
                 m = np.array(rows, dtype=None)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 m = np.array(rows, dtype=object)
-            if m.dtype.kind not in _NUMERIC_KINDS or m.ndim != 2:
-                self._find_bad_numeric(np.array(rows, dtype=object).reshape(len(rows), -1))
+            if m.ndim != 2:  # ragged rows, or a value that is itself a list
+                self._find_bad_numeric(np.array(rows, dtype=object).reshape(len(rows), -1), exact=False)
+            elif m.dtype.kind not in _NUMERIC_KINDS:  # numpy made strings of mixed rows: look at them as given
+                m = np.array(rows, dtype=object)
+                self._find_bad_numeric(m)
             return self._feeds_from_matrix(m)
         feeds = {}
         for j, (name, dtype) in enumerate(zip(self.input_names, self.dtypes, strict=True)):
@@ -195,15 +218,33 @@ class InputAdapter:
                     raise InvalidInput(f"expected a string, got {_describe(v)}", feature=name, row=row)
             elif isinstance(v, (str, bytes)) or not isinstance(v, (int, float, np.number, bool, np.bool_)):
                 raise InvalidInput(f"expected {self._expect(j)}, got {_describe(v)}", feature=name, row=row)
-            elif kind == "int" and float(v) != math.floor(float(v)):
-                raise InvalidInput(f"expected an integer, got {v!r}", feature=name, row=row)
-            elif not nullable and not math.isfinite(float(v)):
-                raise InvalidInput(f"expected {self._expect(j)}, got {v!r}", feature=name, row=row)
+            else:
+                try:
+                    f = float(v)
+                except OverflowError:
+                    raise InvalidInput(f"{_describe(v)} is out of range for {dtype}", feature=name, row=row) from None
+                if kind == "int" and f != math.floor(f):
+                    raise InvalidInput(f"expected an integer, got {v!r}", feature=name, row=row)
+                if not nullable and not math.isfinite(f):
+                    raise InvalidInput(f"expected {self._expect(j)}, got {v!r}", feature=name, row=row)
         if kind == "string":
             return np.array(col, dtype=object)
-        return np.array([np.nan if v is None else v for v in col], dtype=dtype)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = np.array([np.nan if v is None else v for v in col], dtype=dtype)
+        except (OverflowError, ValueError, TypeError):
+            raise InvalidInput(f"a value is out of range for {dtype}", feature=name) from None
+        if out.dtype.kind == "f":
+            for i, (v, c) in enumerate(zip(out.tolist(), col, strict=True)):
+                if c is not None and not math.isfinite(v):
+                    raise InvalidInput(f"{_describe(c)} is out of range for {dtype} (largest "
+                                       f"{float(np.finfo(dtype).max):.3g})", feature=name,
+                                       row=i if len(col) > 1 else None)
+        return out
 
-    def _find_bad_numeric(self, m: np.ndarray) -> None:
+    def _find_bad_numeric(self, m: np.ndarray, exact: bool = True) -> None:
+        """Raise for the first value that is not a number. ``exact``: ``m`` is the rows as given
+        (numbers everywhere then means some are out of range); else a reshaped view of them."""
         for i in range(m.shape[0]):
             for j in range(min(m.shape[1], self.n)):
                 v = m[i, j]
@@ -212,12 +253,47 @@ class InputAdapter:
                         continue
                     raise InvalidInput(f"expected {self._expect(j)}, got {_describe(v)}",
                                        feature=self.names[j], row=i if m.shape[0] > 1 else None)
-        raise InvalidInput(f"rows must all have {self.n} numeric values")
+        if exact and m.ndim == 2 and m.shape[1] == self.n:
+            self._find_out_of_range(m)  # numbers, but some too large for a float (Python ints)
+            return
+        raise InvalidInput(f"rows must all have {self.n} numeric values, each a number (not a list)")
 
-    def _find_non_finite(self, arr: np.ndarray) -> None:
+    def _find_out_of_range(self, m: np.ndarray) -> None:
+        """Raise for the first value that does not fit the model's input dtype."""
+        dtype = self.dtype
+        big = float(np.finfo(dtype).max) if dtype.kind == "f" else None
+        for i in range(m.shape[0]):
+            for j in range(min(m.shape[1], self.n)):
+                v = m[i, j]
+                try:
+                    f = float(v)
+                except (OverflowError, TypeError, ValueError):
+                    f = math.inf
+                if big is not None and math.isfinite(f) and abs(f) <= big:
+                    continue
+                if big is None and math.isfinite(f):
+                    continue
+                if not math.isfinite(f) and isinstance(v, float | np.floating):
+                    continue  # a real NaN/Inf: _find_non_finite names it
+                raise InvalidInput(f"{_describe(v)} is out of range for {dtype}"
+                                   + (f" (largest {big:.3g})" if big is not None else ""),
+                                   feature=self.names[j], row=i if m.shape[0] > 1 else None)
+
+    def _find_non_finite(self, arr: np.ndarray, given: np.ndarray | None = None) -> None:
         bad = ~np.isfinite(arr)
         for i, j in zip(*np.nonzero(bad), strict=True):
             if self.names[j] in self.missing_ok and np.isnan(arr[i, j]):
                 continue
-            raise InvalidInput(f"expected a finite number, got {float(arr[i, j])}", feature=self.names[j],
-                               row=int(i) if arr.shape[0] > 1 else None)
+            row = int(i) if arr.shape[0] > 1 else None
+            orig = given[i, j] if given is not None and given.shape == arr.shape else None
+            if orig is not None and _finite_number(orig):  # finite as given, not in the model's dtype
+                raise InvalidInput(f"{_describe(orig)} is out of range for {arr.dtype} (largest "
+                                   f"{float(np.finfo(arr.dtype).max):.3g})", feature=self.names[j], row=row)
+            raise InvalidInput(f"expected a finite number, got {float(arr[i, j])}", feature=self.names[j], row=row)
+
+
+def _finite_number(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (OverflowError, TypeError, ValueError):
+        return isinstance(v, int)  # an int too large for a float is finite, just out of range

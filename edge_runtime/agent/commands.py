@@ -25,19 +25,17 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_runtime.agent.reporter import Reporter
+from edge_runtime.errors import NAME_CHARS, echo
 
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[dict[str, Any]], dict[str, Any] | None]
 MAX_COMMAND_BYTES = 256 * 1024  # larger payloads are refused before parsing
 MAX_QUEUED = 1000  # commands waiting for the worker; more are refused (and acknowledged)
-NAME_CHARS = 64  # of an unknown command's name quoted back in events
 
 
 def _short(value: object, n: int = NAME_CHARS) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+    return echo(value if isinstance(value, str) else repr(value), n)
 
 
 class CommandIntake:

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from edge_runtime.errors import BackendError, EdgeRuntimeError, InvalidInput
+from edge_runtime.errors import BackendError, EdgeRuntimeError, InvalidInput, echo
 from edge_runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **{k: v for k, v in extra.items() if v is not None}}, status_code=status)
+    """An error body; whatever of the caller's input it quotes is valid UTF-8 and bounded."""
+    body = {"error": echo(message, 2000), **{k: v for k, v in extra.items() if v is not None}}
+    return JSONResponse(body, status_code=status)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -69,6 +70,12 @@ def test_predict_and_batch(served: tuple[str, edge_runtime.Runtime]) -> None:
     (b'{"features": {"tenure": 1, "charges": 1, "extra": 2}}', 422, "feature 'extra': unknown feature"),
     (b'{"features": {"tenure": NaN, "charges": 1}}', 422, "feature 'tenure': expected a finite number"),
     (b'{"features": [1]}', 422, "expected 2 values"),
+    # finite in JSON (float64), not in the model's float32; an int too large for any float
+    (b'{"features": {"tenure": 1.7976931348623157e308, "charges": 1}}', 422, "out of range for float32"),
+    (b'{"features": {"tenure": 1' + b"0" * 400 + b', "charges": 1}}', 422, "out of range for float32"),
+    (b'{"features": [1' + b"0" * 400 + b', 1]}', 422, "out of range for float32"),
+    # an unknown key that is not valid UTF-8 (a lone surrogate) is named, escaped
+    (b'{"features": {"tenure": 1, "charges": 1, "\\ud800": 2}}', 422, "unknown feature"),
 ])
 def test_callers_mistakes_are_4xx_with_the_python_message(served: tuple[str, edge_runtime.Runtime], body: bytes,
                                                           status: int, text: str) -> None:
@@ -80,6 +87,28 @@ def test_callers_mistakes_are_4xx_with_the_python_message(served: tuple[str, edg
         with pytest.raises(edge_runtime.InvalidInput) as exc:
             rt.predict(json.loads(body)["features"])
         assert r.json()["error"] == str(exc.value)  # the same message as the Python API
+
+
+def test_an_error_quotes_at_most_a_few_dozen_characters_of_a_key(served: tuple[str, edge_runtime.Runtime]) -> None:
+    url, _ = served
+    key = "k" * 100_000
+    r = httpx.post(f"{url}/predict", json={"features": {"tenure": 1, "charges": 1, key: 2}})
+    assert r.status_code == 422 and len(r.content) < 1000, len(r.content)
+    assert "(100000 characters)" in r.json()["feature"]
+
+
+def test_a_callers_bad_input_never_opens_the_breaker(tmp_path: Path) -> None:
+    """Without a fallback, five model failures in a row open the breaker for everyone; a caller's
+    values out of the model's range must be refused before the model, so they never count."""
+    d = write_fake_artifact(tmp_path / "m", features=("tenure", "charges"))
+    with edge_runtime.load(d, breaker_failures=5) as rt:
+        for bad in ({"tenure": 1.7976931348623157e308, "charges": 1.0}, [3.5e38, 1.0],
+                    {"tenure": 10**400, "charges": 1}, np.array([1e300, 1.0]), [[1e39, 1.0]]):
+            for _ in range(6):
+                with pytest.raises(edge_runtime.InvalidInput, match="out of range"):
+                    rt.predict_batch(bad) if isinstance(bad, list) and isinstance(bad[0], list) else rt.predict(bad)
+        assert rt.health()["breaker"] == "closed" and rt.model.backend.calls == 0 + rt.metrics()["predictions"]["model"]
+        assert rt.predict({"tenure": 1.0, "charges": 2.0}).source == "model"
 
 
 def test_batch_names_the_row(served: tuple[str, edge_runtime.Runtime]) -> None:

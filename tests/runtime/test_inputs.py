@@ -100,3 +100,43 @@ def test_classifier_probabilities_are_a_dict_by_class(tmp_path: Path) -> None:
     assert set(p.probabilities) == {0, 1, 2}
     assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
     assert p.to_dict()["probabilities"]["0"] == pytest.approx(p.probabilities[0])
+
+
+# -- any input: an answer or InvalidInput, never anything else ------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = (st.floats(allow_nan=True, allow_infinity=True, width=64) | st.floats(width=32)
+           | st.integers(min_value=-(10**400), max_value=10**400) | st.booleans() | st.none()
+           | st.text(max_size=8) | st.binary(max_size=4) | st.lists(st.floats(), max_size=2)
+           | st.floats(min_value=1e-320, max_value=1e-300))  # subnormal
+_keys = st.sampled_from(["tenure", "charges"]) | st.text(max_size=12)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row=st.dictionaries(_keys, _values, max_size=4) | st.lists(_values, max_size=4)
+       | st.builds(np.array, st.lists(st.floats(width=64), max_size=4)))
+def test_any_row_is_answered_or_refused_with_invalid_input(rt, row) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning leaks to the caller either
+        try:
+            p = rt.predict(row)
+        except InvalidInput as exc:
+            assert str(exc) and len(str(exc)) < 400
+        else:
+            assert p.source == "model" and math.isfinite(p.value)
+    assert rt.health()["breaker"] == "closed"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(_values, min_size=2, max_size=2), min_size=1, max_size=5))
+def test_any_batch_is_answered_or_refused_with_invalid_input(rt, rows) -> None:  # type: ignore[no-untyped-def]
+    try:
+        out = rt.predict_batch(rows)
+    except InvalidInput as exc:
+        assert str(exc)
+    else:
+        assert len(out) == len(rows)
+    assert rt.health()["breaker"] == "closed"
