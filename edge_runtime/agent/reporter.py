@@ -65,6 +65,8 @@ class Reporter:
                              events_max_bytes=int(m.events_limit_mb * 2**20), policy=m.outbox_policy,
                              sync=m.outbox_sync)
         self._reported_drops = self.outbox.dropped()
+        if self.outbox.recovered:  # a damaged outbox was replaced at start: say what was kept and lost
+            self.event("outbox_recovered", **self.outbox.recovered)
         self.link = MqttLink(m, client_id=self.cfg.client_id, will_topic=self.topics.status,
                              will_payload=json_bytes(self.status_doc("offline", reason="connection lost")),
                              on_connect=self._on_connect, on_disconnect=self._on_disconnect,
@@ -182,7 +184,11 @@ class Reporter:
                 "model": models[0] if models else None,
                 "http": self.http_address,
             }
-            write_atomic(self.data_dir / STATE_FILE, json.dumps(doc, indent=1).encode())
+            try:
+                write_atomic(self.data_dir / STATE_FILE, json.dumps(doc, indent=1).encode())
+            except OSError as exc:  # a full or failing disk must not stop the agent (or its stop)
+                self.store_errors += 1
+                log.warning("cannot write %s: %s", self.data_dir / STATE_FILE, exc)
 
     # -- MQTT callbacks (paho's network thread: keep short) ------------------------------------
     def _on_connect(self) -> None:

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +85,47 @@ class Outbox:
         self._lock = threading.RLock()  # writes (put, ack, drop) on self._db
         self._rlock = threading.Lock()  # reads on self._rdb: a put's fsync never stalls peek()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # what start had to do about a damaged file, for the agent to report:
+        # {"moved_to", "reason", "salvaged", "lost"} (lost None when it could not be counted)
+        self.recovered: dict[str, Any] | None = None
+        self._bytes = self._count = 0
+        self._dropped: dict[str, int] = {}
         self._db = self._open(sync)
         self._rdb = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        row = self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
-        self._bytes, self._count = int(row[0]), int(row[1])
-        self._dropped = {k: v for k, v in self._db.execute("SELECT name, value FROM counters")}
         self.closed = False
 
     def _open(self, sync: str) -> sqlite3.Connection:
         try:
-            return self._connect(sync)
+            db = self._connect(sync)
+            try:
+                self._reload_totals(db)  # reads every page's index: garbled data pages fail here
+                db.execute("SELECT COUNT(*) FROM handled_commands").fetchone()
+            except BaseException:
+                db.close()
+                raise
+            return db
         except sqlite3.DatabaseError as exc:
-            # A database that cannot be opened would stop all reporting forever: keep it for
-            # inspection and start a new one.
+            # A database that cannot be read would stop all reporting forever: save what can
+            # still be read, keep the file for inspection, start a new one and say what was lost.
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error("outbox %s is unreadable (%s); moved aside to %s and starting empty", self.path, exc, aside)
+            rows, handled, total = _salvage(self.path)
+            log.error("outbox %s is damaged (%s): salvaged %d message(s) of %s, moved it aside to %s",
+                      self.path, exc, len(rows), total if total is not None else "an unknown number", aside)
             self.path.rename(aside)
             for suffix in ("-wal", "-shm"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
-            return self._connect(sync)
+                p = Path(str(self.path) + suffix)
+                if p.exists():
+                    p.rename(Path(str(aside) + suffix))
+            db = self._connect(sync)
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR IGNORE INTO outbox (seq, id, topic, payload, kind, created_at, size) "
+                           "VALUES (?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT OR IGNORE INTO handled_commands (id, handled_at) VALUES (?, ?)", handled)
+            db.execute("COMMIT")
+            self._reload_totals(db)
+            self.recovered = {"moved_to": aside.name, "reason": str(exc)[:200], "salvaged": len(rows),
+                              "lost": total - len(rows) if total is not None else None}
+            return db
 
     def _connect(self, sync: str) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -163,7 +186,7 @@ class Outbox:
                                "ORDER BY handled_at DESC LIMIT -1 OFFSET ?)", (HANDLED_KEPT,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 self._reload_totals()
                 raise
         return out
@@ -263,7 +286,7 @@ class Outbox:
                          for r in db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (s,))]
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             self._bytes -= sum(sizes)
             self._count -= len(sizes)
@@ -306,10 +329,11 @@ class Outbox:
                 "events_max_bytes": self.events_max_bytes, "oldest_age_s": None if age is None else round(age, 3),
                 "dropped": self.dropped()}
 
-    def _reload_totals(self) -> None:
-        row = self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
+    def _reload_totals(self, db: sqlite3.Connection | None = None) -> None:
+        db = db or self._db
+        row = db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox").fetchone()
         self._bytes, self._count = int(row[0]), int(row[1])
-        self._dropped = {k: v for k, v in self._db.execute("SELECT name, value FROM counters")}
+        self._dropped = {k: v for k, v in db.execute("SELECT name, value FROM counters")}
 
     def _check_open(self) -> None:
         if self.closed:
@@ -338,3 +362,50 @@ def read_stats(path: str | Path) -> dict[str, object] | None:
     return {"depth": n, "bytes": size, "by_kind": kinds,
             "oldest_age_s": None if oldest is None else round(max(0.0, time.time() - oldest), 3),
             "dropped": {"metrics": counters.get("dropped_metrics", 0), "events": counters.get("dropped_events", 0)}}
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo a failed transaction. SQLite has often rolled back already (a full disk, an I/O
+    error): a second ROLLBACK would raise "no transaction is active" and hide the real error."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback after a failed outbox write: %s", exc)
+
+
+def _salvage(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], int | None]:
+    """Read what can still be read from a damaged outbox: (message rows, handled command ids,
+    how many messages it held or None). Reads in windows of sequence numbers and skips a window
+    that fails, so one bad page loses the messages on it, not the whole queue."""
+    rows: list[tuple[object, ...]] = []
+    handled: list[tuple[object, ...]] = []
+    total: int | None = None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return rows, handled, None
+    try:
+        try:
+            total = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        except sqlite3.Error:
+            total = None
+        try:
+            top = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0])
+        except (sqlite3.Error, TypeError):
+            top = 1 << 20
+        step, seq, failures = 64, 0, 0
+        while seq <= top and failures < 1000:
+            try:
+                rows.extend(db.execute("SELECT seq, id, topic, payload, kind, created_at, size FROM outbox "
+                                       "WHERE seq > ? AND seq <= ? ORDER BY seq", (seq, seq + step)).fetchall())
+            except sqlite3.Error:
+                failures += 1
+            seq += step
+        try:
+            handled = db.execute("SELECT id, handled_at FROM handled_commands").fetchall()
+        except sqlite3.Error:
+            handled = []
+    finally:
+        db.close()
+    return rows, handled, total

@@ -395,3 +395,39 @@ def test_a_failing_disk_is_counted_not_raised_at_the_caller(tmp_path: Path, mosq
         assert agent.metrics_snapshot()["outbox"]["store_errors"] == 1
     finally:
         agent.stop()
+
+
+def test_a_damaged_outbox_does_not_stop_the_agent_and_its_loss_is_reported(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    import sqlite3
+
+    from edge_runtime.sync.outbox import Outbox
+
+    fleet = _fleet()
+    data = tmp_path / "data"
+    data.mkdir()
+    ob = Outbox(data / "outbox.db")  # ~100 reports queued while the broker was away ...
+    for i in range(100):
+        ob.put("events", json.dumps({"id": f"old-{i}", "type": "old", "pad": "x" * 400}).encode(), kind="event",
+               msg_id=f"old-{i}")
+    ob.close()
+    with sqlite3.connect(data / "outbox.db") as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = bytearray((data / "outbox.db").read_bytes())  # ... then a bad sector in its data pages
+    mid = len(raw) // 4096 // 2
+    raw[mid * 4096:(mid + 1) * 4096] = b"\x00\xff" * 2048
+    (data / "outbox.db").write_bytes(bytes(raw))
+
+    col = Collector(mosquitto.port, [f"edge/{fleet}/devices/+/events"]).wait_subscribed()
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet)
+    agent.start()
+    try:
+        rec = wait_for(lambda: [e for e in col.json("events") if e.get("type") == "outbox_recovered"], 20,
+                       "the recovery reported")[0]
+        assert 0 < rec["salvaged"] < 100 and rec["moved_to"].startswith("outbox.db.corrupt-")
+        # what was salvaged is delivered too
+        wait_for(lambda: len({e["id"] for e in col.json("events") if e.get("type") == "old"}) == rec["salvaged"],
+                 20, "the salvaged reports")
+    finally:
+        agent.stop()
+        col.close()

@@ -129,3 +129,43 @@ def test_corrupt_database_is_moved_aside(tmp_path: Path) -> None:
     assert list(tmp_path.glob("outbox.db.corrupt-*"))
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_garbled_data_pages_salvage_what_can_be_read_and_count_the_loss(tmp_path: Path) -> None:
+    """A header that opens but data pages that do not (a bad sector, a torn write): the agent
+    must start, keep every message it can still read, and say how many it lost."""
+    db = tmp_path / "outbox.db"
+    ob = Outbox(db)
+    ids = [ob.put("events", b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300), kind="event") for i in range(400)]
+    ob.close()
+    with sqlite3.connect(db) as c:  # fold the WAL into the file, as a long-running agent has
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for p in (len(data) // page // 2, len(data) // page // 2 + 1):  # two pages in the middle
+        data[p * page: (p + 1) * page] = b"\xff" * page
+    db.write_bytes(bytes(data))
+
+    ob = Outbox(db)  # must not raise "database disk image is malformed"
+    rec = ob.recovered
+    assert rec is not None and rec["moved_to"].startswith("outbox.db.corrupt-")
+    assert 0 < rec["salvaged"] < 400 and ob.depth() == rec["salvaged"]
+    assert rec["lost"] is None or rec["lost"] == 400 - rec["salvaged"]
+    kept = [m.id for m in ob.peek(1000)]
+    assert kept == [i for i in ids if i in set(kept)]  # in the original order
+    assert ob.put("events", b"{}", kind="event")  # and it works as an outbox again
+    assert (tmp_path / rec["moved_to"]).exists()
+
+
+def test_a_full_disk_reports_the_real_error_and_keeps_the_totals(tmp_path: Path) -> None:
+    """SQLite rolls back by itself on a full disk; the outbox must not mask that with its own
+    failed ROLLBACK, and its counts must still match the file."""
+    ob = Outbox(tmp_path / "o.db", sync="normal")
+    ob.put("events", b"{}", kind="event")
+    ob._db.execute("PRAGMA max_page_count = 8")  # this connection can grow the file no further
+    with pytest.raises(sqlite3.Error) as exc:
+        for _ in range(200):
+            ob.put("events", b"x" * 4000, kind="event")
+    assert "full" in str(exc.value)
+    on_disk = sqlite3.connect(tmp_path / "o.db").execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert ob.depth() == on_disk
