@@ -7,15 +7,17 @@ power cut at any step restarts on a complete version."""
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.config import Config
-from edge_runtime.errors import ModelLoadError
+from edge_runtime.errors import EdgeRuntimeError, ModelLoadError
 from edge_runtime.loading import load
-from edge_runtime.manifest import read_manifest
+from edge_runtime.manifest import read_manifest, verify_artifact
 from edge_runtime.model import LoadedModel
+from edge_runtime.options import RuntimeOptions
 from edge_runtime.runtime import Runtime
 from edge_runtime.store import ModelRef, ModelStore
 from edge_runtime.updates.trust import KeyRing
@@ -38,9 +40,14 @@ class ModelManager:
         self._retired: LoadedModel | None = None  # closed at the next swap, not while calls may be in it
 
     def start(self, prefer: ModelRef | None = None) -> Runtime:
-        """Install (when the configured artifact takes over) and load the active version; if it
-        is corrupt or missing, the newest valid committed version instead (reported in
-        ``start_problems``). ``prefer``: load this installed version (a crash-loop rollback)."""
+        """Install (when the configured artifact takes over) and load the active version.
+
+        A device never goes dark because one file is bad: if the active version is corrupt or
+        missing, its store copy is rebuilt from the configured artifact when that is the same
+        version and intact; else the newest committed version that loads serves; else the
+        Runtime starts without a model (its fallback answers, if configured) and reports
+        ``model_error``, so an update can still reach it. What it had to do is in
+        ``start_problems``. ``prefer``: load this installed version (a crash-loop rollback)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store = ModelStore(self.data_dir)
         self.store = store
@@ -56,25 +63,60 @@ class ModelManager:
         for old in store.prune(self.cfg.updates.keep_versions):
             log.info("pruned %s version %s (keep_versions = %d)", old.name, old.version,
                      self.cfg.updates.keep_versions)
-        candidates = [ref] + [c for c in reversed(store.committed()) if c != ref]
-        for cand in candidates:
-            try:
-                rt = load(store.path(cand), **self.cfg.runtime_options())
-            except ModelLoadError as exc:
-                self.start_problems.append({**cand.to_dict(), "reason": str(exc)})
-                log.error("cannot serve %s version %s: %s", cand.name, cand.version, exc)
-                continue
-            if rt.serving.model is None and cand != candidates[-1]:  # serving only its fallback
-                self.start_problems.append({**cand.to_dict(), "reason": str(rt.serving.load_error)})
-                rt.close()
-                continue
-            if cand != store.active():
-                store.activate(cand, forget=ref if cand != ref else None)
-            self.runtime, self.active = rt, cand
-            return rt
-        # nothing loads: serve the configured fallback if there is one, else say so
-        self.runtime, self.active = load(store.path(ref), **self.cfg.runtime_options()), ref
-        return self.runtime
+        rt = self._try(ref) or self._rebuild(ref)
+        served = ref
+        if rt is None:
+            for cand in (c for c in reversed(store.committed()) if c != ref):
+                rt = self._try(cand)
+                if rt is not None:
+                    store.activate(cand, forget=ref)
+                    served = cand
+                    break
+        if rt is None:  # nothing loads: serve without a model (the fallback, if any) and say so
+            opts = self.cfg.runtime_options()
+            rt = Runtime(None, RuntimeOptions.from_kwargs(**opts), artifact_path=store.path(ref),
+                         load_error=ModelLoadError(store.path(ref), "no installed version could be loaded"))
+        self.runtime, self.active = rt, served
+        return rt
+
+    def _try(self, ref: ModelRef) -> Runtime | None:
+        """A Runtime serving ``ref``'s model, or None (the reason goes to ``start_problems``)."""
+        assert self.store is not None
+        try:
+            rt = load(self.store.path(ref), **self.cfg.runtime_options())
+        except ModelLoadError as exc:
+            reason = str(exc)
+        else:
+            if rt.serving.model is not None:
+                return rt
+            reason = str(rt.serving.load_error)  # it would serve only its fallback
+            rt.close()
+        self.start_problems.append({**ref.to_dict(), "reason": reason})
+        log.error("cannot serve %s version %s: %s", ref.name, ref.version, reason)
+        return None
+
+    def _rebuild(self, ref: ModelRef) -> Runtime | None:
+        """Reinstall ``ref`` from the configured artifact when that is the same version, intact."""
+        art = self.cfg.model.artifact
+        assert self.store is not None
+        if art is None:
+            return None
+        try:
+            m = verify_artifact(art)
+            if (m.name, m.version) != (ref.name, ref.version):
+                return None
+            if self.ring.artifact:
+                self.ring.verify_artifact(art)
+        except EdgeRuntimeError as exc:
+            log.error("the configured artifact cannot replace the damaged copy: %s", exc)
+            return None
+        shutil.rmtree(self.store.path(ref), ignore_errors=True)
+        self.store.install(art)
+        log.warning("rebuilt %s version %s in the store from the configured artifact %s", ref.name, ref.version, art)
+        rt = self._try(ref)
+        if rt is not None:  # the failure _try(ref) recorded before was repaired
+            self.start_problems[-1]["rebuilt_from"] = str(art)
+        return rt
 
     def _check_configured(self) -> None:
         """With artifact keys configured, the configured first artifact must verify too."""

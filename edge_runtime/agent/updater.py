@@ -121,13 +121,17 @@ class Updater:
             else:
                 self._probation_started = time.monotonic()
                 self._set_progress(p["update_id"], p["version"], "probation", 100.0)
-        for prob in self.models.start_problems:
+        problems = self.models.start_problems
+        for prob in problems:
             self.reporter.event("model_error", reason=prob["reason"][:500], version=prob.get("version"))
-        if self.models.start_problems and active is not None:
-            self.reporter.event("update_rolled_back", version=self.models.start_problems[0].get("version"),
-                                to_version=active.version, update_id=f"start-{int(time.time())}",
-                                reason="the active version could not be loaded at start: "
-                                       + self.models.start_problems[0]["reason"][:300])
+            if prob.get("rebuilt_from"):
+                self.reporter.event("model_rebuilt", version=prob.get("version"), source=prob["rebuilt_from"],
+                                    reason="the store copy was damaged; reinstalled from the configured artifact")
+        first = problems[0] if problems and not problems[0].get("rebuilt_from") else None
+        if first is not None and active is not None and first.get("version") != active.version:
+            self.reporter.event("update_rolled_back", version=first.get("version"), to_version=active.version,
+                                update_id=f"start-{int(time.time())}",
+                                reason="the active version could not be loaded at start: " + first["reason"][:300])
         self._thread = threading.Thread(target=self._work, name="agent-updates", daemon=True)
         self._thread.start()
         cur = self.state.current

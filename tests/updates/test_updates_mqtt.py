@@ -525,3 +525,39 @@ def test_too_few_predictions_stay_in_probation_and_say_inconclusive(tmp_path: Pa
     finally:
         agent.stop()
         fleet.close()
+
+
+def test_a_damaged_store_copy_is_rebuilt_from_the_configured_artifact(tmp_path: Path, mosquitto: Broker) -> None:
+    fleet = Fleet(tmp_path, mosquitto)
+    Agent(load_config(fleet.device_cfg)).models.start().close()  # installs v1 into the store
+    model = fleet.data / "models" / "fake" / "1" / "model.json"
+    model.write_bytes(model.read_bytes()[:-4])  # the store's copy goes bad; the configured one is fine
+    agent = _agent(fleet)
+    try:
+        assert agent.runtime is not None and agent.runtime.predict([1.0, 2.0]).source == "model"
+        wait_for(lambda: fleet.op.status("pi-1").get("state") == "online", 20, "online")
+        assert agent.models.start_problems[0]["rebuilt_from"] == str(fleet.v1)
+    finally:
+        agent.stop()
+        fleet.close()
+
+
+def test_with_nothing_loadable_the_agent_stays_up_reports_and_takes_an_update(tmp_path: Path,
+                                                                             mosquitto: Broker) -> None:
+    """No good copy anywhere (store and configured artifact damaged, nothing committed before):
+    the agent starts without a model, reports model_error, and a signed update brings it back."""
+    fleet = Fleet(tmp_path, mosquitto)
+    Agent(load_config(fleet.device_cfg)).models.start().close()
+    for m in (fleet.data / "models" / "fake" / "1" / "model.json", fleet.v1 / "model.json"):
+        m.write_bytes(b"{" + m.read_bytes()[1:-4])
+    agent = _agent(fleet)
+    try:
+        assert agent.runtime is not None and agent.runtime.health()["ready"] is False
+        with pytest.raises(Exception, match="no fallback is configured"):
+            agent.runtime.predict([1.0, 2.0])
+        uid = fleet.op.desired(fleet.v2)
+        assert fleet.op.wait_outcome("pi-1", uid) == "committed", fleet.op.final("pi-1", uid)
+        assert agent.runtime.predict([1.0, 2.0]).value == pytest.approx(6.0)
+    finally:
+        agent.stop()
+        fleet.close()
