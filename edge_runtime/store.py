@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,45 @@ class ModelStore:
     def _read_pointer(self) -> dict[str, Any] | None:
         p = self.root / ACTIVE_FILE
         try:
-            return dict(json.loads(p.read_text()))
+            d = json.loads(p.read_bytes())
+            ModelRef(str(d["name"]), str(d["version"]))  # the fields a pointer must have
+            return dict(d)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(p, f"the active-model pointer is unreadable: {exc}",
                                  hint="Delete it and restart; the agent reinstalls the configured artifact.") from exc
+
+    def recover_pointer(self) -> str | None:
+        """If the active pointer is unreadable (a torn write on a card that lies about fsync, a
+        bad sector), move it aside and point at the newest installed version that verifies, so
+        the device starts; return what was done, for the agent to report (None: nothing to do)."""
+        try:
+            self._read_pointer()
+            return None
+        except ModelLoadError as exc:
+            reason = exc.reason
+        p = self.root / ACTIVE_FILE
+        aside = p.with_name(f"{ACTIVE_FILE}.corrupt-{int(time.time())}")
+        p.replace(aside)
+        newest: tuple[float, ModelRef] | None = None
+        for name_dir in (d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            for v in self.versions(name_dir.name):
+                ref = ModelRef(name_dir.name, v)
+                try:
+                    verify_artifact(self.path(ref))
+                except ModelLoadError:
+                    continue
+                mtime = self.path(ref).stat().st_mtime
+                if newest is None or mtime > newest[0]:
+                    newest = (mtime, ref)
+        if newest is not None:
+            self.activate(newest[1], commit=True)
+        what = (f"the active-model pointer was unreadable ({reason}); moved to {aside.name}, "
+                + (f"now {newest[1].name} version {newest[1].version}, the newest installed version that verifies"
+                   if newest else "no installed version verifies"))
+        log.error("%s", what)
+        return what
 
     def active(self) -> ModelRef | None:
         d = self._read_pointer()

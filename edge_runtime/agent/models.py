@@ -51,6 +51,9 @@ class ModelManager:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store = ModelStore(self.data_dir)
         self.store = store
+        recovered = store.recover_pointer()
+        if recovered:
+            self.start_problems.append({"name": None, "version": None, "reason": recovered, "repair": recovered})
         self._check_configured()
         try:
             ref = store.ensure(self.cfg.model.artifact) if prefer is None else prefer
@@ -115,7 +118,7 @@ class ModelManager:
         log.warning("rebuilt %s version %s in the store from the configured artifact %s", ref.name, ref.version, art)
         rt = self._try(ref)
         if rt is not None:  # the failure _try(ref) recorded before was repaired
-            self.start_problems[-1]["rebuilt_from"] = str(art)
+            self.start_problems[-1]["repair"] = f"the store copy was damaged; reinstalled from the configured {art}"
         return rt
 
     def _check_configured(self) -> None:

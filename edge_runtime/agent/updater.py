@@ -121,13 +121,14 @@ class Updater:
             else:
                 self._probation_started = time.monotonic()
                 self._set_progress(p["update_id"], p["version"], "probation", 100.0)
+        if self.state.reset_reason:
+            self.reporter.event("update_state_recovered", reason=self.state.reset_reason)
         problems = self.models.start_problems
         for prob in problems:
             self.reporter.event("model_error", reason=prob["reason"][:500], version=prob.get("version"))
-            if prob.get("rebuilt_from"):
-                self.reporter.event("model_rebuilt", version=prob.get("version"), source=prob["rebuilt_from"],
-                                    reason="the store copy was damaged; reinstalled from the configured artifact")
-        first = problems[0] if problems and not problems[0].get("rebuilt_from") else None
+            if prob.get("repair"):
+                self.reporter.event("model_rebuilt", version=prob.get("version"), reason=prob["repair"][:500])
+        first = next((p for p in problems if not p.get("repair")), None)
         if first is not None and active is not None and first.get("version") != active.version:
             self.reporter.event("update_rolled_back", version=first.get("version"), to_version=active.version,
                                 update_id=f"start-{int(time.time())}",

@@ -41,6 +41,7 @@ class UpdateState:
         self.outcomes: dict[str, str] = {}
         self.probation: dict[str, Any] | None = None
         self.keyset: dict[str, Any] | None = None  # the last accepted signed key-set document
+        self.reset_reason: str | None = None  # set when an unreadable file was moved aside at start
         self._load()
 
     def _load(self) -> None:
@@ -52,9 +53,12 @@ class UpdateState:
             # never silently forget the sequences: refuse everything until an operator looks
             bad = self.path.with_suffix(".corrupt")
             self.path.replace(bad)
-            log.error("update state %s was unreadable (%s); moved to %s. Replay protection restarts "
-                      "from the documents' own sequences", self.path, exc, bad)
+            self.reset_reason = (f"{self.path.name} was unreadable ({str(exc)[:120]}); moved to {bad.name}: "
+                                 "accepted sequences, the update in hand and probation start over")
+            log.error("update state: %s", self.reset_reason)
             return
+        if not isinstance(d, dict):
+            d = {}
         self.sequences = {str(k): int(v) for k, v in dict(d.get("sequences") or {}).items()}
         self.docs = dict(d.get("docs") or {})
         self.current = d.get("current")
