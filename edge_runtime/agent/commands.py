@@ -83,18 +83,37 @@ class CommandIntake:
             if item is None or self._stopping.is_set():
                 return
             topic, payload, ack = item
+            answered = True
             try:
-                self._handle(topic, payload)
+                answered = self._handle(topic, payload)
             except Exception:  # never lose the worker
                 log.exception("command on %s failed unexpectedly", topic)
-            ack()
+            if answered:
+                ack()
+            # else: stopping with the answer unstored (a full disk): unacknowledged, so the broker
+            # delivers the command again after the restart
 
-    def _handle(self, topic: str, payload: bytes) -> None:
+    def _answer(self, type: str, **data: Any) -> bool:
+        """Queue a command's answer; while the disk is full (the outbox cannot store it), wait and
+        try again rather than lose it — the answer is what the operator waits for. False: the
+        agent stopped first."""
+        delay = 0.5
+        while True:
+            before = self.reporter.store_errors
+            self.reporter.event(type, **data)
+            if self.reporter.store_errors == before:
+                return True
+            log.warning("cannot store the answer to command %s yet (disk full?); trying again in %.1f s",
+                        data.get("cmd_id") or data.get("cmd"), delay)
+            if self._stopping.wait(delay):
+                return False
+            delay = min(delay * 2, 30.0)
+
+    def _handle(self, topic: str, payload: bytes) -> bool:
         try:
             cmd = parse(payload)
         except ValueError as exc:
-            self.reporter.event("cmd_rejected", topic=topic, reason=f"unreadable command: {exc}")
-            return
+            return self._answer("cmd_rejected", topic=topic, reason=f"unreadable command: {exc}")
         name = cmd.get("cmd") or cmd.get("type")
         cid = cmd.get("id")
         cid = cid if isinstance(cid, str) and 0 < len(cid) <= 200 else None
@@ -103,23 +122,21 @@ class CommandIntake:
         if cid is not None and outbox is not None and outbox.command_handled(cid):
             self.duplicates += 1
             log.info("command %s (%s) was handled before; not running it again", cid, ref["cmd"])
-            return
+            return True
         handler = self.handlers.get(name) if isinstance(name, str) else None
         if handler is None:
             known = ", ".join(sorted(self.handlers))
-            self.reporter.event("cmd_rejected", handled_command=cid, **ref,
+            return self._answer("cmd_rejected", handled_command=cid, **ref,
                                 reason=f"unknown command {_short(name)!r}; known: {known}")
-            return
         try:
             result = handler(cmd)
         except Exception as exc:
             log.exception("command %s failed", name)
-            self.reporter.event("cmd_failed", handled_command=cid, **ref, reason=_short(str(exc), 500))
-            return
+            return self._answer("cmd_failed", handled_command=cid, **ref, reason=_short(str(exc), 500))
         self.handled += 1
         if result is None:
             result = {}
-        self.reporter.event(result.pop("type", f"{name}_done"), handled_command=cid, **ref, **result)
+        return self._answer(result.pop("type", f"{name}_done"), handled_command=cid, **ref, **result)
 
 
 def parse(payload: bytes) -> dict[str, Any]:

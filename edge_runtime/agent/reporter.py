@@ -50,6 +50,8 @@ class Reporter:
         self.publisher: Publisher | None = None
         self.http_address: str | None = None
         self.store_errors = 0  # messages that could not be written to the outbox (disk full, I/O error)
+        self._reported_store_errors = 0
+        self._store_error = ""
         self._reported_drops = {"metrics": 0, "events": 0}
         self._state_lock = threading.Lock()
         self._last_state_write = 0.0
@@ -131,13 +133,22 @@ class Reporter:
             return self.outbox.put_many([(topic, payload, kind, msg_id, None)], handled_command=handled_command)[0]
         except (sqlite3.Error, RuntimeError) as exc:
             self.store_errors += 1
-            log.error("cannot queue a %s message in %s: %s", kind, self.outbox.path, exc)
+            self._store_error = str(exc)
+            n = self.store_errors - self._reported_store_errors
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... while it lasts: a full disk logs a little
+                log.error("cannot queue a %s message in %s: %s (%d lost so far)", kind, self.outbox.path, exc, n)
             return None
 
     def _report_drops(self) -> None:
-        """Drops are in every metrics snapshot; a new event drop is also reported as an event."""
+        """Drops are in every metrics snapshot; a new event drop is also reported as an event, and
+        so are the reports that could not be stored (a full disk) once storing works again."""
         if self.outbox is None:
             return
+        lost = self.store_errors - self._reported_store_errors
+        if lost:
+            self._reported_store_errors = self.store_errors
+            if self.event("reports_lost", count=lost, reason=self._store_error) is None:
+                self._reported_store_errors -= lost  # not stored either: say it (and this one) next time
         now = self.outbox.dropped()
         if now["events"] > self._reported_drops["events"]:
             self.event("outbox_overflow", dropped_events=now["events"] - self._reported_drops["events"],
