@@ -236,7 +236,7 @@ class InputAdapter:
             raise InvalidInput(f"a value is out of range for {dtype}", feature=name) from None
         if out.dtype.kind == "f":
             for i, (v, c) in enumerate(zip(out.tolist(), col, strict=True)):
-                if c is not None and not math.isfinite(v):
+                if not math.isfinite(v) and c is not None and _finite_number(c):  # finite only as given
                     raise InvalidInput(f"{_describe(c)} is out of range for {dtype} (largest "
                                        f"{float(np.finfo(dtype).max):.3g})", feature=name,
                                        row=i if len(col) > 1 else None)

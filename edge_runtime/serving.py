@@ -156,8 +156,7 @@ class ServingVersion:
                 reason = _classify(outs)
                 svc.model_error(self.name, self.version, reason, exc)
         if reason is not None:
-            if reason != "overloaded":  # overload is the symptom of timeouts already counted
-                breaker.failure(reason)
+            _judge(breaker, reason)
             return self._fallback_one(features, feeds, key, reason, t0, request_id)
         breaker.success()
         if key is not None:
@@ -257,8 +256,7 @@ class ServingVersion:
                 reason = _classify(outs)
                 svc.model_error(self.name, self.version, reason, exc)
         if reason is not None:
-            if reason != "overloaded":
-                breaker.failure(reason)
+            _judge(breaker, reason)
             return self._fallback_batch(rows, feeds, n, reason, t0)
         breaker.success()
         values, proba = model.decoder.decode(outs)
@@ -366,6 +364,18 @@ class ServingVersion:
     def close(self) -> None:
         if self.model is not None:
             self.model.close()
+
+
+def _judge(breaker: Any, reason: str) -> None:
+    """What a failed call tells the breaker, which guards against a failing backend (errors,
+    hangs, outputs of the wrong shape), not against data. A non-finite output comes from one
+    row — a caller's extreme but valid values can overflow a model — so it falls back without
+    counting against the breaker (the backend ran: a success for it); an overload is the symptom
+    of timeouts already counted."""
+    if reason == "non_finite_output":
+        breaker.success()
+    elif reason != "overloaded":
+        breaker.failure(reason)
 
 
 def _classify(outs: Any) -> str:

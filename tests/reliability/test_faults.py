@@ -150,6 +150,16 @@ def test_breaker_opens_on_consecutive_failures_and_recovers(fake_artifact: Path)
         assert any(k == "model_error" and d["reason"] == "backend_error" for k, d in events)
 
 
+def test_non_finite_outputs_fall_back_without_opening_the_breaker(fake_artifact: Path) -> None:
+    """One caller's extreme but valid rows can overflow a model: that must not shut everybody
+    out. Backend errors still open it (above)."""
+    with edge_runtime.load(fake_artifact, fallback_default=0.0, breaker_failures=2) as rt:
+        big = [3.0e38, 3.0e38]  # in float32 range; a + b overflows
+        assert [rt.predict(big).reason for _ in range(5)] == ["non_finite_output"] * 5
+        assert rt.health()["breaker"] == "closed"
+        assert rt.predict(ROW).source == "model"
+
+
 def test_breaker_opens_on_failure_rate(fake_artifact: Path) -> None:
     with edge_runtime.load(fake_artifact, fallback_default=0.0, breaker_failures=100, breaker_window=20,
                            breaker_min_calls=10, breaker_failure_rate=0.5, breaker_cooldown_s=60) as rt:
