@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("device", ("edge_runtime.config", "edge_runtime.store", "edge_runtime.loading", "edge_runtime")),
     ("services", ("edge_runtime.sync", "edge_runtime.http", "edge_runtime.bench", "edge_runtime.updates",
                   "edge_runtime.fleet")),
-    ("agent", ("edge_runtime.agent",)),
+    ("agent", ("edge_runtime.agent", "edge_runtime.doctor")),
     ("converters", ("converters",)),
     ("cli", ("edge_runtime.cli", "edge_runtime.__main__", "converters.cli", "converters.__main__")),
 ]

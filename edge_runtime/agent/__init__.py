@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge_runtime.agent import systemd
 from edge_runtime.agent.commands import CommandHandler, CommandIntake, ping
 from edge_runtime.agent.models import ModelManager
 from edge_runtime.agent.reporter import OUTBOX_FILE, STATE_FILE, Reporter
@@ -76,6 +77,7 @@ class Agent:
         self.http: BackgroundServer | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
+        self._beat = 0.0  # when the timer loop last went round
 
     # -- the parts, as callers and tests reach them -------------------------------------------------
     @property
@@ -114,9 +116,13 @@ class Agent:
         self.event("agent_started", model=active.name if active else None,
                    model_version=active.version if active else None, pid=os.getpid())
         self.updater.start()
+        self._beat = time.monotonic()
         self._timer = threading.Thread(target=self._timers, name="agent-timers", daemon=True)
         self._timer.start()
         self.reporter.write_state(force=True)
+        # serving now (its model loaded and smoke-tested, or its fallback); the broker may come later
+        systemd.notify(f"READY=1\nSTATUS=serving {active.name if active else 'no model'} "
+                       f"version {active.version if active else '-'}")
 
     def stop(self) -> None:
         """Clean stop: report it, flush what the broker takes in time, mark offline, close."""
@@ -152,13 +158,23 @@ class Agent:
         return done
 
     def run_until_signal(self, done: threading.Event | None = None) -> None:
-        """Block until SIGTERM or SIGINT (or ``done``), then stop cleanly."""
+        """Block until SIGTERM or SIGINT (or ``done``), then stop cleanly. Under systemd, ping
+        its watchdog from here while the agent's own loop is alive (a hung agent stops pinging
+        and is restarted), and say STOPPING=1 first."""
         done = done or self.install_signal_handlers()
+        interval = systemd.watchdog_interval()
+        step = min(0.5, interval) if interval else 0.5
         try:
-            while not done.wait(0.5):
-                pass
+            while not done.wait(step):
+                if interval and self.healthy(stale_after=max(4 * interval, 5.0)):
+                    systemd.notify("WATCHDOG=1")
         finally:
+            systemd.notify("STOPPING=1")
             self.stop()
+
+    def healthy(self, stale_after: float) -> bool:
+        """The agent's timer loop went round recently (it is not hung)."""
+        return self._timer is not None and self._timer.is_alive() and time.monotonic() - self._beat < stale_after
 
     def _route(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
         """paho's network thread: artifact chunks and desired states to the updater, the rest
@@ -209,6 +225,7 @@ class Agent:
         next_beat = time.monotonic() + (m.heartbeat_interval_s if m else 3600)
         while not self._stop.wait(min(0.5, (m.metrics_interval_s / 2) if m else 0.5)):
             now = time.monotonic()
+            self._beat = now
             try:
                 if m is not None and now >= next_metrics:
                     next_metrics = max(next_metrics + m.metrics_interval_s, now)

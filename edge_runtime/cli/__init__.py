@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from edge_runtime.errors import EdgeRuntimeError, exit_code
 
-COMMANDS = ["predict", "info", "bench", "serve", "run", "status", "keys", "publish"]
+COMMANDS = ["predict", "info", "bench", "serve", "run", "status", "doctor", "keys", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # under systemd the journal stamps each line itself: no second timestamp
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=stamp + "%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except EdgeRuntimeError as exc:
