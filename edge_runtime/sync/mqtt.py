@@ -169,9 +169,11 @@ class MqttLink:
         self.state.since = time.time()
         self._connected_evt.clear()
         if was:
-            log.warning("disconnected from the broker: %s", reason_code)
             if getattr(reason_code, "is_failure", False):
+                log.warning("disconnected from the broker: %s", reason_code)
                 self._error(f"disconnected: {reason_code}")
+            else:  # our own disconnect at stop
+                log.info("disconnected from the broker: %s", reason_code)
         else:  # closed before a CONNACK: TLS refused, bad credentials, broker shutting down
             self._error(f"connection to {self.cfg.host}:{self.cfg.port} closed before it was accepted: {reason_code}")
         self._arm_backoff()

@@ -92,8 +92,9 @@ def judge(now: Figures, baseline: Figures | None, limits: Limits, elapsed_s: flo
     if not enough:
         return Verdict("inconclusive", f"window of {limits.window_s:.0f} s ended with {now.predictions} "
                        f"predictions, fewer than the {limits.min_predictions} needed; probation continues", now)
+    p99 = f"{now.p99_ms:.3f} ms" if now.p99_ms is not None else "n/a"
     return Verdict("pass", f"{now.predictions} predictions over {elapsed_s:.0f} s: error rate "
-                   f"{now.error_rate:.4f}, fallback rate {now.fallback_rate:.4f}, p99 {now.p99_ms} ms", now)
+                   f"{now.error_rate:.4f}, fallback rate {now.fallback_rate:.4f}, p99 {p99}", now)
 
 
 def _breach(now: Figures, base: Figures | None, lim: Limits) -> str | None:
