@@ -111,7 +111,8 @@ class Updater:
             failed = ModelRef(p["name"], p["version"])
             if active != failed or p["restarts"] > self.cfg.updates.probation_max_restarts:
                 # started on another version: the crash loop (or a bad file) already decided
-                self.models.store.activate(active, forget=failed) if self.models.store else None
+                if self.models.store is not None:
+                    self.models.store.activate(active, forget=failed)
                 self._end(p["update_id"], "rolled_back", "update_rolled_back", version=p["version"],
                           to_version=active.version,
                           reason=f"the agent restarted {p['restarts']} times in probation "
