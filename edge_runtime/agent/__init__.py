@@ -107,6 +107,7 @@ class Agent:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        self._check_data_dir()
         runtime = self.models.start(prefer=self.updater.before_load())
         runtime.subscribe(self._on_runtime_event)
         self.intake.start()
@@ -123,6 +124,19 @@ class Agent:
         # serving now (its model loaded and smoke-tested, or its fallback); the broker may come later
         systemd.notify(f"READY=1\nSTATUS=serving {active.name if active else 'no model'} "
                        f"version {active.version if active else '-'}")
+
+    def _check_data_dir(self) -> None:
+        """The one start-up failure that is the machine's, not the config's: say which path and how."""
+        d = self.cfg.device.data_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"{d} cannot be used as the data dir ({exc.strerror or exc}): create it and give the "
+                              "agent's user write access, or point [device] data_dir elsewhere",
+                              file=self.cfg.file, key="device.data_dir") from exc
 
     def stop(self) -> None:
         """Clean stop: report it, flush what the broker takes in time, mark offline, close."""

@@ -60,6 +60,10 @@ class ModelManager:
         except ModelLoadError as exc:  # the active version is gone from the store
             active = store.active()
             if active is None:
+                art = self.cfg.model.artifact
+                if art is not None and Path(exc.path) == Path(art):  # say which config line to fix
+                    raise ModelLoadError(exc.path, exc.reason, hint=f"Fix [model] artifact in {self.cfg.file}: it "
+                                         "must name the directory edge-convert --out wrote.") from exc
                 raise
             self.start_problems.append({**active.to_dict(), "reason": str(exc)})
             ref = active

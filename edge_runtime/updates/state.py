@@ -47,8 +47,8 @@ class UpdateState:
     def _load(self) -> None:
         try:
             d = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing yet (a data dir that cannot exist is reported when the agent starts)
         except (OSError, ValueError) as exc:
             # never silently forget the sequences: refuse everything until an operator looks
             bad = self.path.with_suffix(".corrupt")

@@ -144,3 +144,28 @@ def test_load_with_a_config_serves_the_version_the_store_has_active(tmp_path: Pa
     store.activate(store.install(v2))  # what an update does
     with edge_runtime.load(config=cfg) as rt:
         assert rt.model_version == "2" and rt.predict([1.0, 1.0]).value == 4.0
+
+
+def test_a_data_dir_that_cannot_be_used_stops_run_with_the_path_and_the_fix(tmp_path: Path) -> None:
+    from tests.conftest import run_cli, write_fake_artifact
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir's parent should be")
+    art = write_fake_artifact(tmp_path / "art")
+    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{blocker / "data"}"\n'
+                           f'[model]\nartifact = "{art}"\n')
+    r = run_cli("run", "--config", str(cfg), timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "key 'device.data_dir'" in line and "cannot be used as the data dir" in line and "write access" in line
+    assert "Traceback" not in r.stderr
+
+
+def test_a_configured_artifact_that_is_not_there_names_the_config_line(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{tmp_path / "data"}"\n'
+                           f'[model]\nartifact = "{tmp_path / "nope"}"\n')
+    r = run_cli("run", "--config", str(cfg), timeout=60)
+    assert r.returncode == 3
+    assert f"Fix [model] artifact in {cfg}" in r.stderr.strip().splitlines()[-1]
