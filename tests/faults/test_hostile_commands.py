@@ -102,3 +102,46 @@ def test_the_agent_survives_any_command_and_answers_each_once(tmp_path: Path, mo
     finally:
         agent.stop()
         col.close()
+
+
+def test_commands_arriving_during_shutdown_log_no_traceback(tmp_path: Path, mosquitto: Broker,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import threading
+
+    fleet = f"t{uuid.uuid4().hex[:8]}"
+    art = write_fake_artifact(tmp_path / "art")
+    cfg = write_agent_config(tmp_path / "device.toml", port=mosquitto.port, artifact=art, data_dir=tmp_path / "data",
+                             fleet=fleet, device="pi-1")
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    sender = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"s-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5)
+    sender.connect("127.0.0.1", mosquitto.port)
+    sender.loop_start()
+    agent = Agent(load_config(cfg))
+    agent.start()
+    assert agent.link is not None and agent.link.wait_connected(10)
+    stop = threading.Event()
+
+    def spam() -> None:
+        i = 0
+        while not stop.is_set():
+            sender.publish(f"edge/{fleet}/devices/pi-1/cmd", json.dumps({"cmd": "ping", "id": f"c{i}"}), qos=1)
+            i += 1
+
+    t = threading.Thread(target=spam)
+    caplog.set_level(logging.WARNING)
+    t.start()
+    try:
+        import time
+
+        time.sleep(0.5)
+        agent.stop()  # while commands keep coming
+    finally:
+        stop.set()
+        t.join(5)
+        sender.disconnect()
+        sender.loop_stop()
+    bad = [r for r in caplog.records if r.exc_info or "cannot schedule" in r.getMessage()]
+    assert not bad, [r.getMessage() for r in bad]
