@@ -63,10 +63,11 @@ preds = be.run({be.inputs()[0].name: X[:2]})[0].argmax(1).tolist()
 write_manifest(d, Manifest(name="iris-tflite", version="1", backend="tflite", file="model.tflite",
     sha256=sha256_file(d / "model.tflite"), size_bytes=(d / "model.tflite").stat().st_size, task="classification",
     inputs=tuple(be.inputs()), outputs=(TensorSpec(be.outputs()[0].name, "float32", (None, 3), "probabilities"),),
-    feature_names=("a", "b", "c", "d"), feature_types=("float",) * 4, classes=(0, 1, 2),
+    feature_names=("sepal_length", "sepal_width", "petal_length", "petal_width"), feature_types=("float",) * 4,
+    classes=(0, 1, 2),
     smoke={"rows": X[:2].tolist(), "values": preds}))
 shutil.rmtree(out / "build")
-(out / "rows.csv").write_text("a,b,c,d\n5.1,3.5,1.4,0.2\n6.7,3.1,4.4,1.4\n")
+(out / "rows.csv").write_text("sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.7,3.1,4.4,1.4\n")
 PY
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -92,9 +93,12 @@ trap cleanup EXIT
 mount -t proc proc "$ROOT/proc"
 mount --bind /dev "$ROOT/dev"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# the host's CA bundle too, so pip in the root trusts what the host trusts (a TLS-inspecting proxy)
+cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/ssl/certs/host-ca.crt"
 
 echo "==> inside the arm64 root (emulated)"
-chroot "$ROOT" /bin/bash -e <<'IN'
+chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root PIP_CERT=/etc/ssl/certs/host-ca.crt \
+  SSL_CERT_FILE=/etc/ssl/certs/host-ca.crt PIP_DEFAULT_TIMEOUT=180 /bin/bash -e <<'IN'
 cd /smoke
 echo "uname -m: $(uname -m); $(python3 -V)"
 [ -x venv/bin/python ] || python3 -m venv venv
