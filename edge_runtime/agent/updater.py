@@ -184,32 +184,33 @@ class Updater:
         if d is not None and d.aid == artifact_id:
             d.on_message(kind, payload)
 
-    def cmd_update(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """``{"cmd": "update", "doc": {...}, "signatures": [...]}``: a desired state sent once."""
+    def _command_document(self, cmd: dict[str, Any], kind: str) -> Document | dict[str, Any]:
+        """The checked and accepted document a signed command carries, or the refusal to answer."""
         signed = {"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}
         try:
             doc = self._check(signed)
         except (Refused, TrustError) as exc:
             return {"type": "update_refused", "reason": exc.reason, "update_id": _uid(signed)}
-        if doc.type != "desired":
-            return {"type": "update_refused", "reason": "an update command carries a desired document",
+        if doc.type != kind:
+            return {"type": "update_refused", "reason": f"a {cmd.get('cmd')} command carries a {kind} document",
                     "update_id": doc.update_id}
         self._accept(doc, store_doc=False)
+        return doc
+
+    def cmd_update(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """``{"cmd": "update", "doc": {...}, "signatures": [...]}``: a desired state sent once."""
+        doc = self._command_document(cmd, "desired")
+        if isinstance(doc, dict):
+            return doc
         self._jobs.put(("apply", doc))
         return {"type": "cmd_accepted", "update_id": doc.update_id, "version": doc.artifact.version
                 if doc.artifact else None}
 
     def cmd_rollback(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """``{"cmd": "rollback", "doc": {"type": "rollback", ...}, "signatures": [...]}``."""
-        signed = {"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}
-        try:
-            doc = self._check(signed)
-        except (Refused, TrustError) as exc:
-            return {"type": "update_refused", "reason": exc.reason, "update_id": _uid(signed)}
-        if doc.type != "rollback":
-            return {"type": "update_refused", "reason": "a rollback command carries a rollback document",
-                    "update_id": doc.update_id}
-        self._accept(doc, store_doc=False)
+        doc = self._command_document(cmd, "rollback")
+        if isinstance(doc, dict):
+            return doc
         done = threading.Event()
         result: dict[str, Any] = {}
         self._jobs.put(("rollback", (doc, done, result)))

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,36 @@ def publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_and_collect(cfg: Any, topic: str, payload: dict[str, Any], *, retain: bool, device: str | None,
+                      group: str | None, answer: Callable[[dict[str, Any]], bool], timeout: float,
+                      what: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Publish one signed document, then wait until every targeted device (online ones, by their
+    retained status) has answered it: (targets, device -> its answer event)."""
+    from edge_runtime.fleet import server as fs
+
+    answers: dict[str, dict[str, Any]] = {}
+
+    def on_event(dev: str, ev: dict[str, Any]) -> None:
+        if answer(ev):
+            answers[dev] = ev
+            _print_event(dev, ev)
+
+    srv = fs.UpdateServer(cfg, on_event=on_event)
+    srv.start()
+    try:
+        time.sleep(1.0)  # retained statuses arrive: which devices are out there
+        targets = [device] if device else srv.known_devices(group=group)
+        srv.publish(topic, json.dumps(payload).encode(), retain=retain)
+        print(f"sent {what} to {topic}; waiting for {len(targets)} device(s)", flush=True)
+        srv.wait_for(lambda: all(d in answers for d in targets), timeout)
+    finally:
+        srv.stop()
+    for d in targets:
+        if d not in answers:
+            print(f"{d}: no answer within {timeout:.0f} s")
+    return targets, answers
+
+
 def rollback(args: argparse.Namespace) -> int:
     from edge_runtime.fleet import server as fs
     from edge_runtime.fleet.config import load_fleet_config
@@ -145,29 +176,10 @@ def rollback(args: argparse.Namespace) -> int:
     cfg = load_fleet_config(args.config)
     target = fs.target_of(args.device, args.group, args.all)
     cmd = fs.rollback_command(cfg.fleet.name, target, _key(args, cfg), sequence=args.sequence)
-    answers: dict[str, dict[str, Any]] = {}
-
-    def on_event(device: str, ev: dict[str, Any]) -> None:
-        if ev.get("cmd_id") == cmd["id"]:
-            answers[device] = ev
-            _print_event(device, ev)
-
-    srv = fs.UpdateServer(cfg, on_event=on_event)
-    srv.start()
-    try:
-        time.sleep(1.0)
-        targets = [args.device] if args.device else srv.known_devices(group=args.group)
-        srv.publish(fs.cmd_topic(cfg.fleet.name, target), json.dumps(cmd).encode())
-        print(f"sent rollback {cmd['id']} to {fs.cmd_topic(cfg.fleet.name, target)}; waiting for "
-              f"{len(targets)} device(s)", flush=True)
-        srv.wait_for(lambda: all(d in answers for d in targets), args.timeout)
-    finally:
-        srv.stop()
-    ok = [d for d in targets if answers.get(d, {}).get("type") == "rollback_done"]
-    for d in targets:
-        if d not in answers:
-            print(f"{d}: no answer within {args.timeout:.0f} s")
-    return 0 if len(ok) == len(targets) else 1
+    targets, answers = _send_and_collect(
+        cfg, fs.cmd_topic(cfg.fleet.name, target), cmd, retain=False, device=args.device, group=args.group,
+        answer=lambda ev: ev.get("cmd_id") == cmd["id"], timeout=args.timeout, what=f"rollback {cmd['id']}")
+    return 0 if all(answers.get(d, {}).get("type") == "rollback_done" for d in targets) else 1
 
 
 def publish_keys(args: argparse.Namespace) -> int:
@@ -176,24 +188,10 @@ def publish_keys(args: argparse.Namespace) -> int:
 
     cfg = load_fleet_config(args.config)
     signed = fs.keyset_document(cfg.fleet.name, args.version, args.artifact_key, args.deployment_key, args.sign_with)
-    answers: dict[str, dict[str, Any]] = {}
-
-    def on_event(device: str, ev: dict[str, Any]) -> None:
-        if str(ev.get("type", "")).startswith("keys_"):
-            answers[device] = ev
-            print(f"{device}: {ev['type']} {ev.get('reason') or ev.get('version')}", flush=True)
-
-    srv = fs.UpdateServer(cfg, on_event=on_event)
-    srv.start()
-    try:
-        time.sleep(1.0)
-        targets = srv.known_devices()
-        srv.publish(fs.keys_topic(cfg.fleet.name), json.dumps(signed).encode(), retain=True)
-        print(f"published key set version {args.version} to {fs.keys_topic(cfg.fleet.name)}; waiting for "
-              f"{len(targets)} device(s)", flush=True)
-        srv.wait_for(lambda: all(d in answers for d in targets), args.timeout)
-    finally:
-        srv.stop()
+    targets, answers = _send_and_collect(
+        cfg, fs.keys_topic(cfg.fleet.name), signed, retain=True, device=None, group=None,
+        answer=lambda ev: str(ev.get("type", "")).startswith("keys_"), timeout=args.timeout,
+        what=f"key set version {args.version}")
     return 0 if all(answers.get(d, {}).get("type") == "keys_rotated" for d in targets) else 1
 
 
