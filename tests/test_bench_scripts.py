@@ -21,12 +21,13 @@ RUNS = {
     "bench_tflite.py": ["--runs", "30", "--rounds", "1", "--models", "1", "--modes", "none,dynamic"],
     "bench_mqtt.py": ["--messages", "200", "--steady", "50"],
     "bench_updates.py": ["--sizes", "1", "--swap-seconds", "0.3"],
+    "bench_faults.py": ["--rounds", "1", "--per-round", "20"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(RUNS))
 def test_benchmark_script_runs_at_tiny_size(script: str) -> None:
-    if script in ("bench_mqtt.py", "bench_updates.py"):
+    if script in ("bench_mqtt.py", "bench_updates.py", "bench_faults.py"):
         from tests.mqtt_broker import MOSQUITTO
 
         if not __import__("pathlib").Path(MOSQUITTO).exists():
