@@ -65,7 +65,11 @@ class Agent:
         self.started_at = time.time()
         self.topics = Topics(cfg.device.fleet, cfg.device.id, tuple(cfg.device.groups))
         u = cfg.updates
-        self.keys = KeyRing.from_paths(both=u.public_keys, artifact=u.artifact_keys, deployment=u.deployment_keys)
+        try:
+            self.keys = KeyRing.from_paths(both=u.public_keys, artifact=u.artifact_keys,
+                                           deployment=u.deployment_keys)
+        except ConfigError as exc:  # say which config line names the bad key file
+            raise ConfigError(f"{exc.reason}; fix the path or the file", file=cfg.file, key="updates") from exc
         self.models = ModelManager(cfg, self.keys)
         self.reporter = Reporter(cfg, self.topics, version=self.version, started_at=self.started_at,
                                  models=self.models.models)

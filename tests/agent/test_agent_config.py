@@ -169,3 +169,17 @@ def test_a_configured_artifact_that_is_not_there_names_the_config_line(tmp_path:
     r = run_cli("run", "--config", str(cfg), timeout=60)
     assert r.returncode == 3
     assert f"Fix [model] artifact in {cfg}" in r.stderr.strip().splitlines()[-1]
+
+
+def test_a_key_file_that_is_not_a_key_names_the_config_section(tmp_path: Path) -> None:
+    from tests.conftest import run_cli, write_fake_artifact
+
+    bad = tmp_path / "artifact.pub"
+    bad.write_text("not a key")
+    art = write_fake_artifact(tmp_path / "art")
+    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{tmp_path / "data"}"\n'
+                           f'[model]\nartifact = "{art}"\n[updates]\nartifact_keys = ["{bad}"]\n')
+    r = run_cli("run", "--config", str(cfg), timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert str(cfg) in line and "key 'updates'" in line and "not an Ed25519 public key" in line
