@@ -183,3 +183,23 @@ def test_a_key_file_that_is_not_a_key_names_the_config_section(tmp_path: Path) -
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert str(cfg) in line and "key 'updates'" in line and "not an Ed25519 public key" in line
+
+
+def test_a_busy_http_port_names_the_key(tmp_path: Path) -> None:
+    import socket
+
+    from edge_runtime.agent import Agent
+    from tests.conftest import write_fake_artifact
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        art = write_fake_artifact(tmp_path / "art")
+        cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{tmp_path / "data"}"\n'
+                               f'[model]\nartifact = "{art}"\n[http]\nport = {port}\n')
+        agent = Agent(load_config(cfg))
+        with pytest.raises(ConfigError) as exc:
+            agent.start()
+        agent.stop()
+    assert exc.value.key == "http.port" and str(cfg) in str(exc.value)
