@@ -18,7 +18,7 @@ RUNS = {
     "bench_overhead.py": ["--runs", "50", "--models", "1"],
     "bench_reliability.py": ["--runs", "200", "--seconds", "0.2", "--only", "single"],
     "bench_check.py": ["--runs", "100", "--rounds", "1"],
-    "bench_tflite.py": ["--runs", "30", "--rounds", "1", "--models", "1", "--modes", "none,dynamic"],
+    "bench_tflite.py": ["--runs", "30", "--rounds", "1", "--models", "1", "--modes", "none"],
     "bench_mqtt.py": ["--messages", "200", "--steady", "50"],
     "bench_updates.py": ["--sizes", "1", "--swap-seconds", "0.3"],
     "bench_faults.py": ["--rounds", "1", "--per-round", "20"],
