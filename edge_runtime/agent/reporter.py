@@ -139,6 +139,19 @@ class Reporter:
                 log.error("cannot queue a %s message in %s: %s (%d lost so far)", kind, self.outbox.path, exc, n)
             return None
 
+    def start_problems(self, problems: list[dict[str, Any]], active: Any) -> None:
+        """What the model manager had to work around at start: each a ``model_error``, each repair
+        a ``model_rebuilt``, and a start on another version than the active one a rollback."""
+        for prob in problems:
+            self.event("model_error", reason=prob["reason"][:500], version=prob.get("version"))
+            if prob.get("repair"):
+                self.event("model_rebuilt", version=prob.get("version"), reason=prob["repair"][:500])
+        first = next((p for p in problems if not p.get("repair")), None)
+        if first is not None and active is not None and first.get("version") != active.version:
+            self.event("update_rolled_back", version=first.get("version"), to_version=active.version,
+                       update_id=f"start-{int(time.time())}",
+                       reason="the active version could not be loaded at start: " + first["reason"][:300])
+
     def _report_drops(self) -> None:
         """Drops are in every metrics snapshot; a new event drop is also reported as an event, and
         so are the reports that could not be stored (a full disk) once storing works again."""

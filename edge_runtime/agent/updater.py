@@ -8,24 +8,19 @@ and previous versions and the update in hand with its percent. Any failure befor
 leaves the serving model untouched; a breach in probation, a crash loop or a signed
 ``rollback`` command swaps the previous committed version back in.
 
-Inputs, all signed with a trusted deployment key (``updates.desired.check``):
-
-- retained documents on the device's, its groups' and the fleet's ``desired`` topics (the
-  most specific one wins; an empty retained message clears that level);
-- ``update`` commands (a desired document sent once) and ``rollback`` commands.
-
-One worker thread does the work; the MQTT thread only queues. Everything that must survive a
-restart (accepted sequences, the update in hand, probation) is in ``UpdateState``, written
+Inputs, all signed with a trusted deployment key: retained desired states and ``update`` /
+``rollback`` commands (``agent.desired_state`` decides which document wins), key sets
+(``agent.keyset``). ``agent.fetch`` brings an artifact in, checked. One worker thread does the
+work; the MQTT thread only queues. What must survive a restart is in ``UpdateState``, written
 before the step it records takes effect.
 
-Fault injection for tests: ``EDGE_RUNTIME_CRASH_AT=<state>`` makes the agent kill itself with
-SIGKILL right after it has recorded that state (``downloading``, ``verifying``, ``staging``,
-``activating``, ``activated``), to prove every step survives a power cut.
+Fault injection for tests: ``EDGE_RUNTIME_CRASH_AT=<state>`` makes the agent SIGKILL itself right
+after recording that state (``downloading``, ``verifying``, ``staging``, ``activating``,
+``activated``), to prove every step survives a power cut.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -37,23 +32,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.agent.download import Cancelled, DownloadFailed, MqttDownload, fetch_url
+from edge_runtime.agent.desired_state import DesiredStates, uid_of
+from edge_runtime.agent.download import Cancelled, DownloadFailed
+from edge_runtime.agent.fetch import Fetcher
+from edge_runtime.agent.keyset import KeySet
 from edge_runtime.agent.models import ModelManager
 from edge_runtime.agent.reporter import Reporter
 from edge_runtime.config import Config
 from edge_runtime.errors import EdgeRuntimeError, ModelLoadError, TrustError
-from edge_runtime.manifest import read_manifest, verify_artifact
 from edge_runtime.store import ModelRef
 from edge_runtime.sync.topics import Topics
 from edge_runtime.updates import probation
-from edge_runtime.updates.desired import Document, Refused, check, is_older
+from edge_runtime.updates.desired import Document, Refused
 from edge_runtime.updates.state import UpdateState
 from edge_runtime.updates.trust import KeyRing
 
 log = logging.getLogger(__name__)
-
-SPARE_BYTES = 1 << 20
-LEVELS = ("device", "group", "all")
 
 
 class Updater:
@@ -63,7 +57,6 @@ class Updater:
         self.topics = topics
         self.models = models
         self.reporter = reporter
-        self.ring = ring
         self.dir = Path(cfg.device.data_dir) / "updates"
         self.state = UpdateState(self.dir)
         self.limits = probation.Limits(
@@ -74,34 +67,21 @@ class Updater:
         self._jobs: queue.Queue[tuple[str, Any]] = queue.Queue(256)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._download: MqttDownload | None = None
+        self.keys = KeySet(ring, self.state, reporter, cfg.device.fleet, models.lock)  # a rotated set applies now
+        self.desired = DesiredStates(cfg, ring, self.state, reporter)
+        self.fetcher = Fetcher(cfg, models, ring, reporter, self.dir, self._set_current)
         self.progress: dict[str, Any] | None = None  # the "update" field of the status
         self._probation_started = 0.0
         self._inconclusive_reported = 0
         self._applying: str | None = None  # update id in hand
         self._set_aside: Document | None = None  # download interrupted by a newer job, resumed after it
-        if self.state.keyset:  # a rotation accepted before replaces the config's keys
-            try:
-                ring.replace_with(KeyRing.from_keyset(self.state.keyset))
-            except (KeyError, ValueError, TypeError, EdgeRuntimeError) as exc:
-                log.error("the stored key set is unreadable (%s); using the config's keys", exc)
 
     # -- start and stop ----------------------------------------------------------------------------
     def before_load(self) -> ModelRef | None:
         """Before the model is loaded: count this start against a version still in probation
         (a crash loop rolls back, as Mender and the AWS IoT OTA agent do); returns the version
         to load instead when it must roll back now."""
-        p = self.state.probation
-        if not p:
-            return None
-        if p.get("clean_stop"):
-            p["clean_stop"] = False
-        else:
-            p["restarts"] = int(p.get("restarts", 0)) + 1
-        self.state.save()  # before loading: a crash while loading counts too
-        if p["restarts"] <= self.cfg.updates.probation_max_restarts:
-            return None
-        prev = p.get("previous")
+        prev = self.state.count_start(self.cfg.updates.probation_max_restarts)
         return ModelRef(prev["name"], prev["version"]) if prev else None
 
     def start(self) -> None:
@@ -124,16 +104,7 @@ class Updater:
                 self._set_progress(p["update_id"], p["version"], "probation", 100.0)
         if self.state.reset_reason:
             self.reporter.event("update_state_recovered", reason=self.state.reset_reason)
-        problems = self.models.start_problems
-        for prob in problems:
-            self.reporter.event("model_error", reason=prob["reason"][:500], version=prob.get("version"))
-            if prob.get("repair"):
-                self.reporter.event("model_rebuilt", version=prob.get("version"), reason=prob["repair"][:500])
-        first = next((p for p in problems if not p.get("repair")), None)
-        if first is not None and active is not None and first.get("version") != active.version:
-            self.reporter.event("update_rolled_back", version=first.get("version"), to_version=active.version,
-                                update_id=f"start-{int(time.time())}",
-                                reason="the active version could not be loaded at start: " + first["reason"][:300])
+        self.reporter.start_problems(self.models.start_problems, active)
         self._thread = threading.Thread(target=self._work, name="agent-updates", daemon=True)
         self._thread.start()
         cur = self.state.current
@@ -154,52 +125,32 @@ class Updater:
 
     # -- inputs (MQTT thread, command worker) --------------------------------------------------------
     def on_desired(self, topic: str, payload: bytes) -> None:
-        level = self._level_of(topic)
+        level = self.topics.desired_level(topic)
         if level is None:
             return
         known = self.state.docs.get(level)
         if payload and known is not None:
             try:
-                same = _uid(json.loads(payload)) == _uid(known)
+                same = uid_of(json.loads(payload)) == uid_of(known)
             except (ValueError, RecursionError):
                 same = False
             if same:  # the retained copy again (every reconnect): nothing new, just make sure
                 self.tick("reconcile")
                 return
-        try:
-            self._jobs.put_nowait(("desired", (level, payload)))
-        except queue.Full:
-            log.error("update queue full; desired state on %s dropped (it is retained: it comes back "
-                      "on the next connect)", topic)
+        self._queue("desired", (level, payload), f"desired state on {topic}")
 
     def on_keys(self, payload: bytes) -> None:
         if payload:
-            try:
-                self._jobs.put_nowait(("keys", payload))
-            except queue.Full:
-                log.error("update queue full; key set dropped (it is retained: it comes back on the next connect)")
+            self._queue("keys", payload, "key set")
 
     def on_artifact(self, kind: str, artifact_id: str, payload: bytes) -> None:
-        d = self._download
+        d = self.fetcher.download
         if d is not None and d.aid == artifact_id:
             d.on_message(kind, payload)
 
-    def _command_document(self, cmd: dict[str, Any], kind: str) -> Document | dict[str, Any]:
-        """The checked and accepted document a signed command carries, or the refusal to answer."""
-        signed = {"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}
-        try:
-            doc = self._check(signed)
-        except (Refused, TrustError) as exc:
-            return {"type": "update_refused", "reason": exc.reason, "update_id": _uid(signed)}
-        if doc.type != kind:
-            return {"type": "update_refused", "reason": f"a {cmd.get('cmd')} command carries a {kind} document",
-                    "update_id": doc.update_id}
-        self._accept(doc, store_doc=False)
-        return doc
-
     def cmd_update(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """``{"cmd": "update", "doc": {...}, "signatures": [...]}``: a desired state sent once."""
-        doc = self._command_document(cmd, "desired")
+        doc = self.desired.command_document(cmd, "desired")
         if isinstance(doc, dict):
             return doc
         self._jobs.put(("apply", doc))
@@ -208,7 +159,7 @@ class Updater:
 
     def cmd_rollback(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """``{"cmd": "rollback", "doc": {"type": "rollback", ...}, "signatures": [...]}``."""
-        doc = self._command_document(cmd, "rollback")
+        doc = self.desired.command_document(cmd, "rollback")
         if isinstance(doc, dict):
             return doc
         done = threading.Event()
@@ -220,13 +171,17 @@ class Updater:
 
     def cmd_keys(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """``{"cmd": "keys", "doc": {"type": "keyset", ...}, "signatures": [...]}``."""
-        return self._rotate({"doc": cmd.get("doc"), "signatures": cmd.get("signatures")}, report=False)
+        return self.keys.rotate({"doc": cmd.get("doc"), "signatures": cmd.get("signatures")})
 
     def tick(self, kind: str = "tick") -> None:
+        self._queue(kind)
+
+    def _queue(self, kind: str, arg: Any = None, what: str = "") -> None:
         try:
-            self._jobs.put_nowait((kind, None))
-        except queue.Full:
-            pass
+            self._jobs.put_nowait((kind, arg))
+        except queue.Full:  # what is retained comes back on the next connect; a tick comes again
+            if what:
+                log.error("update queue full; %s dropped until the next connect", what)
 
     def status(self) -> dict[str, Any]:
         store = self.models.store
@@ -262,7 +217,7 @@ class Updater:
         elif kind == "reconcile":
             self._reconcile()
         elif kind == "keys":
-            self._on_keys(arg)
+            self.keys.on_retained(arg)
         elif kind == "rollback":
             doc, done, result = arg
             try:
@@ -273,97 +228,11 @@ class Updater:
             self._probation_tick()
 
     def _on_desired(self, level: str, payload: bytes) -> None:
-        if not payload:  # a cleared retained message: this level no longer says anything
-            if self.state.docs.pop(level, None) is not None:
-                self.state.save()
-                log.info("desired state for %s cleared", level)
-                self._reconcile()
-            return
-        try:
-            signed = json.loads(payload)
-        except (ValueError, RecursionError):
-            self.reporter.event("update_refused", reason=f"desired state on {level} is not JSON", update_id=None)
-            return
-        known = self.state.docs.get(level)
-        if known is not None and _uid(known) == _uid(signed):
+        if self.desired.receive(level, payload):
             self._reconcile()
-            return
-        try:
-            doc = self._check(signed)
-            if doc.target_key != level:
-                raise Refused(f"published on the {level} topic but addressed to {doc.target_key}")
-        except (Refused, TrustError) as exc:
-            self.reporter.event("update_refused", reason=exc.reason, update_id=_uid(signed), topic_level=level)
-            return
-        if doc.type != "desired":
-            self.reporter.event("update_refused", reason="only desired documents are retained",
-                                update_id=doc.update_id)
-            return
-        self._accept(doc, store_doc=True)
-        self._reconcile()
-
-    def _on_keys(self, payload: bytes) -> None:
-        try:
-            signed = json.loads(payload)
-        except (ValueError, RecursionError):
-            self.reporter.event("keys_refused", reason="the key set is not JSON")
-            return
-        doc = signed.get("doc") if isinstance(signed, dict) else None
-        if isinstance(doc, dict) and doc.get("version") == self.ring.version:
-            return  # the retained copy of the key set in use
-        self._rotate(signed, report=True)
-
-    def _rotate(self, signed: Any, *, report: bool) -> dict[str, Any]:
-        """Accept a key-set document: persisted first, then trusted (see ``KeyRing.rotate``)."""
-        result: dict[str, Any]
-        try:
-            new = self.ring.rotate(signed, self.cfg.device.fleet)
-        except (TrustError, EdgeRuntimeError) as exc:
-            result = {"type": "keys_refused", "reason": str(exc)[:500]}
-        else:
-            with self.state.lock:
-                self.state.keyset = signed
-                self.state.save()
-            with self.models.lock:
-                self.ring.replace_with(new)
-            result = {"type": "keys_rotated", "version": new.version,
-                      "artifact_keys": sorted(k[:16] for k in new.artifact),
-                      "deployment_keys": sorted(k[:16] for k in new.deployment)}
-            log.info("trusted keys rotated to version %d", new.version)
-        if report:
-            self.reporter.event(result.pop("type"), **result)
-        return result
-
-    def _check(self, signed: Any) -> Document:
-        d = self.cfg.device
-        return check(signed, self.ring, device=d.id, fleet=d.fleet, groups=tuple(d.groups),
-                     sequences=self.state.sequences)
-
-    def _accept(self, doc: Document, *, store_doc: bool) -> None:
-        """Persist the sequence (replay protection) before anything acts on the document."""
-        with self.state.lock:
-            self.state.accept(doc.target_key, doc.sequence)
-            if store_doc:
-                self.state.docs[doc.target_key] = doc.signed
-            self.state.save()
-
-    def _effective(self) -> Document | None:
-        """The most specific desired document this device holds."""
-        best: tuple[int, int, Document] | None = None
-        for signed in self.state.docs.values():
-            try:
-                doc = check(signed, self.ring, device=self.cfg.device.id, fleet=self.cfg.device.fleet,
-                            groups=tuple(self.cfg.device.groups), sequences={},
-                            now=dt.datetime(1970, 1, 2, tzinfo=dt.UTC))  # accepted before: expiry was checked
-            except (Refused, TrustError):
-                continue
-            key = (doc.specificity, doc.sequence)
-            if best is None or key > best[:2]:
-                best = (*key, doc)
-        return best[2] if best else None
 
     def _reconcile(self) -> None:
-        doc = self._effective()
+        doc = self.desired.effective()
         if doc is None or doc.update_id in self.state.outcomes:
             return
         if self.state.probation and self.state.probation.get("update_id") == doc.update_id:
@@ -376,9 +245,7 @@ class Updater:
         if not cur:
             return
         try:
-            doc = check(cur["signed"], self.ring, device=self.cfg.device.id, fleet=self.cfg.device.fleet,
-                        groups=tuple(self.cfg.device.groups), sequences={},
-                        now=dt.datetime(1970, 1, 2, tzinfo=dt.UTC))
+            doc = self.desired.recheck(cur["signed"])
         except (Refused, TrustError) as exc:  # the keys changed since: drop it, loudly
             self._end(cur["id"], "failed", "update_failed", version=cur.get("version"),
                       reason=f"could not resume after a restart: {exc.reason}")
@@ -407,81 +274,22 @@ class Updater:
             self.reporter.event("update_received", **ev, target=doc.target_key, sequence=doc.sequence,
                                 force=doc.force)
         self._applying = uid
+        active = self.models.active
+        if active is not None and (active.name, active.version) == (art.name, art.version):
+            # already serving it (an earlier update, or the configured artifact)
+            self._end(uid, "committed", "update_committed", **ev, reason="already the active version")
+            return
         try:
-            ref = self._fetch_and_stage(doc)
-            if ref is None:
-                return
-            self._activate(doc, ref)
+            self._activate(doc, self.fetcher.fetch(doc, lambda: self._stop.is_set() or self._newer_waiting()))
         except Cancelled:  # kept on disk: resumed after the job that interrupted it, or on restart
             log.info("update %s set aside: %s", uid, "agent stopping" if self._stop.is_set() else "a newer job")
             if not self._stop.is_set():
                 self._set_aside = doc
         except (Refused, TrustError) as exc:
-            shutil.rmtree(self.dir / "staging" / art.manifest_sha256, ignore_errors=True)  # never reused
+            shutil.rmtree(self.fetcher.staging(doc), ignore_errors=True)  # never reused
             self._end(uid, "refused", "update_refused", **ev, reason=exc.reason)
         except (DownloadFailed, EdgeRuntimeError, OSError, ValueError) as exc:
             self._end(uid, "failed", "update_failed", **ev, reason=str(exc)[:500])
-
-    def _fetch_and_stage(self, doc: Document) -> ModelRef | None:
-        art = doc.artifact
-        assert art is not None and self.models.store is not None
-        store = self.models.store
-        uid = doc.update_id
-        ev = {"update_id": uid, "version": art.version, "name": art.name}
-        active = self.models.active
-        if active is not None and (active.name, active.version) == (art.name, art.version):
-            # already serving it (an earlier update, or the configured artifact)
-            self._end(uid, "committed", "update_committed", **ev, reason="already the active version")
-            return None
-        self._check_order(doc)
-        ref = store.find(art.manifest_sha256)
-        if ref is None:
-            staging = self.dir / "staging" / art.manifest_sha256
-            free = shutil.disk_usage(self.dir.parent).free
-            need = 2 * art.size_bytes + SPARE_BYTES - _size_on_disk(staging)
-            self._set_current(doc, "checking_space")
-            if free < need:
-                raise DownloadFailed(f"not enough disk space in {self.dir.parent}: {free:,} bytes free, "
-                                     f"{need:,} needed (the artifact and a spare version); free some space "
-                                     "or lower keep_versions")
-            self._set_current(doc, "downloading", 0.0)
-            t0 = time.monotonic()
-            path = self._download_to(doc, staging)
-            self.reporter.event("update_downloaded", **ev, seconds=round(time.monotonic() - t0, 3),
-                                bytes=art.size_bytes, free_bytes=free)
-            self._set_current(doc, "verifying")
-            # over MQTT the whole file was just hashed against the signed sha256 (Staging.finish)
-            self._verify(doc, path, file_hashed=not art.url)
-            self.reporter.event("update_verified", **ev, keyid=self.ring.verify_artifact(path)[:16])
-            self._set_current(doc, "staging")
-            ref = store.install(path, move=True, verified=True)
-            shutil.rmtree(staging, ignore_errors=True)
-        else:  # the same bytes are installed already: no download
-            self._verify(doc, store.path(ref))
-            self.reporter.event("update_verified", **ev, already_installed=True)
-        return ref
-
-    def _download_to(self, doc: Document, staging: Path) -> Path:
-        art = doc.artifact
-        assert art is not None
-        newer = lambda: self._stop.is_set() or self._newer_waiting()  # noqa: E731
-
-        def progress(pct: float) -> None:
-            self._set_current(doc, "downloading", pct, save=False)
-
-        if art.url:
-            return fetch_url(art, staging, progress, newer)
-        link = self.reporter.link
-        if link is None:
-            raise DownloadFailed("no [mqtt] section: an MQTT download needs the broker (or give the "
-                                 "desired state a url)")
-        u = self.cfg.updates
-        self._download = MqttDownload(link, fleet=self.cfg.device.fleet, device=self.cfg.device.id, artifact=art,
-                                      directory=staging, window=u.chunk_window, stall_s=u.download_stall_s)
-        try:
-            return self._download.run(progress, newer)
-        finally:
-            self._download = None
 
     def _newer_waiting(self) -> bool:
         """Another desired state, command or a stop is queued: set this download aside (it stays
@@ -495,51 +303,11 @@ class Updater:
                 return True
             if kind == "desired":
                 try:
-                    if _uid(json.loads(arg[1])) != self._applying:
+                    if uid_of(json.loads(arg[1])) != self._applying:
                         return True
                 except (ValueError, RecursionError):
                     continue
         return False
-
-    def _verify(self, doc: Document, path: Path, *, file_hashed: bool = False) -> None:
-        """Both signatures, and every hash, before anything is installed."""
-        import hashlib
-
-        art = doc.artifact
-        assert art is not None
-        got = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
-        if got != art.manifest_sha256:
-            raise Refused(f"manifest.json hashes to {got[:16]}..., the desired state says "
-                          f"{art.manifest_sha256[:16]}...")
-        self.ring.verify_artifact(path)
-        try:
-            m = read_manifest(path)
-            if file_hashed:
-                size = (path / m.file).stat().st_size
-                if size != m.size_bytes:
-                    raise Refused(f"size mismatch (manifest says {m.size_bytes} bytes, file has {size} bytes)")
-            else:
-                verify_artifact(path, m)  # model file against the manifest: sha256 and size
-        except ModelLoadError as exc:
-            raise Refused(exc.reason) from exc
-        if (m.sha256, m.size_bytes, m.name, m.version) != (art.sha256, art.size_bytes, art.name, art.version):
-            raise Refused("the manifest does not match the desired state's artifact (name, version, sha256 or size)")
-
-    def _check_order(self, doc: Document) -> None:
-        art = doc.artifact
-        assert art is not None
-        cur = self.models.manifest()
-        if cur is None or doc.force:
-            return
-        created = None
-        store = self.models.store
-        assert store is not None
-        have = store.find(art.manifest_sha256)
-        if have is not None:
-            created = read_manifest(store.path(have)).created_at
-        if is_older((art.version, created), (cur.version, cur.created_at)):
-            raise Refused(f"version {art.version} is older than the active {cur.version}; a downgrade needs "
-                          "a desired state with force = true (publish --force)")
 
     def _activate(self, doc: Document, ref: ModelRef) -> None:
         art = doc.artifact
@@ -675,34 +443,8 @@ class Updater:
             self.reporter.event(event, **data)
         self.reporter.publish_status()
 
-    def _level_of(self, topic: str) -> str | None:
-        t = self.topics
-        if topic == t.device_topic("desired"):
-            return f"device:{t.device}"
-        if topic == t.all_desired:
-            return "all"
-        for g in t.groups:
-            if topic == t.group_desired(g):
-                return f"group:{g}"
-        return None
-
 
 def _crash_point(step: str) -> None:
     if os.environ.get("EDGE_RUNTIME_CRASH_AT") == step:
         log.warning("EDGE_RUNTIME_CRASH_AT=%s: killing this process now (fault injection)", step)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _uid(signed: Any) -> str | None:
-    from edge_runtime.updates.desired import update_id
-
-    doc = signed.get("doc") if isinstance(signed, dict) else None
-    return update_id(doc) if isinstance(doc, dict) else None
-
-
-def _size_on_disk(d: Path) -> int:
-    try:
-        return sum(p.stat().st_blocks * 512 for p in d.iterdir() if p.is_file())
-    except OSError:
-        return 0
-

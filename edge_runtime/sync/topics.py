@@ -62,6 +62,14 @@ class Topics:
         """Retained signed key-set document (key rotation) for the whole fleet."""
         return f"{ROOT}/{self.fleet}/keys"
 
+    def desired_level(self, topic: str) -> str | None:
+        """``device:ID``, ``group:G`` or ``all`` for one of this device's desired topics."""
+        if topic == self.device_topic("desired"):
+            return f"device:{self.device}"
+        if topic == self.all_desired:
+            return "all"
+        return next((f"group:{g}" for g in self.groups if topic == self.group_desired(g)), None)
+
     def desired_topics(self) -> list[str]:
         """Every topic this device takes its desired state from (most specific first)."""
         return [self.device_topic("desired"), *(self.group_desired(g) for g in self.groups), self.all_desired]

@@ -76,6 +76,20 @@ class UpdateState:
         with self.lock:
             self.sequences[target_key] = sequence
 
+    def count_start(self, max_restarts: int) -> dict[str, Any] | None:
+        """At start, before the model loads: count this start against a version in probation
+        (a clean stop does not count) and save it, so a crash while loading counts too. Returns
+        the previous version to start on instead when the count is over ``max_restarts``."""
+        p = self.probation
+        if not p:
+            return None
+        if p.get("clean_stop"):
+            p["clean_stop"] = False
+        else:
+            p["restarts"] = int(p.get("restarts", 0)) + 1
+        self.save()
+        return p.get("previous") if p["restarts"] > max_restarts else None
+
     def finish(self, update_id: str, outcome: str) -> None:
         with self.lock:
             self.outcomes[update_id] = outcome
