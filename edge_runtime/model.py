@@ -111,6 +111,11 @@ class OutputDecoder:
             raise ValueError("output contains NaN or Inf")
         return (vals[0] if len(vals) == 1 else vals), None
 
+    def batch(self, outs: list[np.ndarray], n: int) -> tuple[list[Any], np.ndarray | None]:
+        """``check`` then ``decode``: a batch's outputs as values and probabilities."""
+        self.check(outs, n)
+        return self.decode(outs)
+
     def decode(self, outs: list[np.ndarray]) -> tuple[list[Any], np.ndarray | None]:
         """Values for every row, and the probability matrix (classifiers) or None."""
         if self.classification:

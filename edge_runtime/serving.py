@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,26 +140,10 @@ class ServingVersion:
         if breaker.state != CLOSED and not breaker.allow():
             return self._fallback_one(features, feeds, key, "breaker_open", t0, request_id)
         svc = self.services
-        reason = None
-        try:
-            if svc.batcher is not None:
-                outs = svc.batcher.run(model, feeds)
-            elif svc.deadline is not None:
-                outs = svc.deadline.run(model.backend.run, feeds)
-            else:
-                outs = model.backend.run(feeds)
-        except Exception as exc:
-            reason = self._failure_reason(exc)
-        else:
-            try:
-                value, prow = model.decoder.one(outs)
-            except ValueError as exc:
-                reason = _classify(outs)
-                svc.model_error(self.name, self.version, reason, exc)
+        got, reason = self._infer(model, feeds, model.decoder.one, svc.batcher)
         if reason is not None:
-            _judge(breaker, reason)
             return self._fallback_one(features, feeds, key, reason, t0, request_id)
-        breaker.success()
+        value, prow = got
         if key is not None:
             if cache is not None:
                 cache.put(key, (value, prow))
@@ -175,6 +160,32 @@ class ServingVersion:
         if plog is not None and plog.sample():
             self._log("model", None, dt / 1e6, feeds, value, prow)
         return Prediction(value, "model", self.version, dt / 1e6, prow, self.classes, request_id=request_id)
+
+    def _infer(self, model: LoadedModel, feeds: Any, decode: Callable[[Any], Any],
+               batcher: Any) -> tuple[Any, str | None]:
+        """Run the model and decode its outputs: (decoded, None), or (None, the fallback reason);
+        the breaker hears the outcome either way, and a model fault is reported."""
+        svc = self.services
+        try:
+            if batcher is not None:
+                outs = batcher.run(model, feeds)
+            elif svc.deadline is not None:
+                outs = svc.deadline.run(model.backend.run, feeds)
+            else:
+                outs = model.backend.run(feeds)
+        except Exception as exc:
+            reason = self._failure_reason(exc)
+        else:
+            try:
+                got = decode(outs)
+            except ValueError as exc:
+                reason = _classify(outs)
+                svc.model_error(self.name, self.version, reason, exc)
+            else:
+                self.breaker.success()
+                return got, None
+        _judge(self.breaker, reason)
+        return None, reason
 
     def _failure_reason(self, exc: Exception) -> str:
         """The fallback reason for an exception from the inference call (reported if it is the model's)."""
@@ -241,25 +252,10 @@ class ServingVersion:
         if breaker.state != CLOSED and not breaker.allow():
             return self._fallback_batch(rows, feeds, n, "breaker_open", t0)
         svc = self.services
-        reason = None
-        try:
-            if svc.deadline is not None:
-                outs = svc.deadline.run(model.backend.run, feeds)
-            else:
-                outs = model.backend.run(feeds)
-        except Exception as exc:
-            reason = self._failure_reason(exc)
-        else:
-            try:
-                model.decoder.check(outs, n)
-            except ValueError as exc:
-                reason = _classify(outs)
-                svc.model_error(self.name, self.version, reason, exc)
+        got, reason = self._infer(model, feeds, lambda outs: model.decoder.batch(outs, n), None)
         if reason is not None:
-            _judge(breaker, reason)
             return self._fallback_batch(rows, feeds, n, reason, t0)
-        breaker.success()
-        values, proba = model.decoder.decode(outs)
+        values, proba = got
         if svc.fallback.last_good is not None:
             plist: list[Any] = [None] * n if proba is None else proba.tolist()  # one conversion, not n
             for i, k in enumerate(row_keys(feeds, n)):

@@ -24,13 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from scripts.bench_mqtt import vmrss_mb  # noqa: E402  (one reader of /proc/PID/status)
 
 
 def bad_commands(n: int) -> list[bytes]:
@@ -81,10 +75,11 @@ def main() -> None:
                 return time.perf_counter() - t0
 
             took = send([json.dumps({"cmd": "ping", "id": f"p{i}"}).encode() for i in range(args.per_round)])
-            rows.append({"round": "pings (baseline)", "rss_mb": round(rss_mb(agent.pid), 1), "seconds": round(took, 1)})
+            rows.append({"round": "pings (baseline)", "rss_mb": round(vmrss_mb(agent.pid), 1),
+                         "seconds": round(took, 1)})
             for r in range(args.rounds):
                 took = send(bad_commands(args.per_round))
-                rows.append({"round": f"bad commands, round {r + 1}", "rss_mb": round(rss_mb(agent.pid), 1),
+                rows.append({"round": f"bad commands, round {r + 1}", "rss_mb": round(vmrss_mb(agent.pid), 1),
                              "seconds": round(took, 1)})
             sizes = [len(json.dumps(d)) for d in col.json("events")]
         finally:

@@ -38,16 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_mqtt import vmrss_mb  # noqa: E402  (one reader of /proc/PID/status)
+
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def padded_artifact(d: Path, version: str, size_mb: float, key: Path) -> Path:
@@ -134,7 +128,7 @@ def bench_transfer(work: Path, port: int, sizes: list[float], chunk_kb: int) -> 
             art = padded_artifact(work / f"v{i + 2}", str(i + 2), mb, ak)
             srv.serve(art)
             time.sleep(1.0)  # idle before measuring
-            rss0 = rss_mb(agent.pid)
+            rss0 = vmrss_mb(agent.pid)
             doc = desired_document(fleet, {"device": "pi-1"}, art, sequence=None, expires_in_s=3600, force=False)
             uid = update_id(doc)
             peak = [rss0]
@@ -165,7 +159,7 @@ def bench_transfer(work: Path, port: int, sizes: list[float], chunk_kb: int) -> 
 
 def _sample_rss(pid: int, peak: list[float], done: threading.Event) -> None:
     while not done.is_set():
-        peak[0] = max(peak[0], rss_mb(pid))
+        peak[0] = max(peak[0], vmrss_mb(pid))
         time.sleep(0.02)
 
 

@@ -146,42 +146,38 @@ def test_load_with_a_config_serves_the_version_the_store_has_active(tmp_path: Pa
         assert rt.model_version == "2" and rt.predict([1.0, 1.0]).value == 4.0
 
 
-def test_a_data_dir_that_cannot_be_used_stops_run_with_the_path_and_the_fix(tmp_path: Path) -> None:
+def _run_fails(tmp_path: Path, *, data_dir: Path | None = None, artifact: Path | None = None,
+               extra: str = "") -> tuple[Path, int, str]:
+    """``edge-runtime run`` on a config made of these parts: (config, exit code, its last line)."""
     from tests.conftest import run_cli, write_fake_artifact
 
+    art = artifact or write_fake_artifact(tmp_path / "art")
+    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{data_dir or tmp_path / "data"}"\n'
+                           f'[model]\nartifact = "{art}"\n{extra}')
+    r = run_cli("run", "--config", str(cfg), timeout=60)
+    assert "Traceback" not in r.stderr, r.stderr
+    return cfg, r.returncode, r.stderr.strip().splitlines()[-1]
+
+
+def test_a_data_dir_that_cannot_be_used_stops_run_with_the_path_and_the_fix(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the data dir's parent should be")
-    art = write_fake_artifact(tmp_path / "art")
-    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{blocker / "data"}"\n'
-                           f'[model]\nartifact = "{art}"\n')
-    r = run_cli("run", "--config", str(cfg), timeout=60)
-    assert r.returncode == 2, r.stderr
-    line = r.stderr.strip().splitlines()[-1]
+    _, code, line = _run_fails(tmp_path, data_dir=blocker / "data")
+    assert code == 2, line
     assert "key 'device.data_dir'" in line and "cannot be used as the data dir" in line and "write access" in line
-    assert "Traceback" not in r.stderr
 
 
 def test_a_configured_artifact_that_is_not_there_names_the_config_line(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
-
-    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{tmp_path / "data"}"\n'
-                           f'[model]\nartifact = "{tmp_path / "nope"}"\n')
-    r = run_cli("run", "--config", str(cfg), timeout=60)
-    assert r.returncode == 3
-    assert f"Fix [model] artifact in {cfg}" in r.stderr.strip().splitlines()[-1]
+    cfg, code, line = _run_fails(tmp_path, artifact=tmp_path / "nope")
+    assert code == 3
+    assert f"Fix [model] artifact in {cfg}" in line
 
 
 def test_a_key_file_that_is_not_a_key_names_the_config_section(tmp_path: Path) -> None:
-    from tests.conftest import run_cli, write_fake_artifact
-
     bad = tmp_path / "artifact.pub"
     bad.write_text("not a key")
-    art = write_fake_artifact(tmp_path / "art")
-    cfg = _write(tmp_path, f'[device]\nid = "d1"\nfleet = "f"\ndata_dir = "{tmp_path / "data"}"\n'
-                           f'[model]\nartifact = "{art}"\n[updates]\nartifact_keys = ["{bad}"]\n')
-    r = run_cli("run", "--config", str(cfg), timeout=60)
-    assert r.returncode == 2, r.stderr
-    line = r.stderr.strip().splitlines()[-1]
+    cfg, code, line = _run_fails(tmp_path, extra=f'[updates]\nartifact_keys = ["{bad}"]\n')
+    assert code == 2, line
     assert str(cfg) in line and "key 'updates'" in line and "not an Ed25519 public key" in line
 
 
