@@ -159,6 +159,12 @@ class ModelManager:
             self.active = to
             self._retire(old)
 
+    def versions(self) -> tuple[ModelRef | None, ModelRef | None]:
+        """(active, previous) read together, so a status never pairs one from before a swap with
+        one from after it."""
+        with self.lock:
+            return self.active, (self.store.previous() if self.store is not None else None)
+
     def _retire(self, old: LoadedModel | None) -> None:
         if self._retired is not None:
             self._retired.close()

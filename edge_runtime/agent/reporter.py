@@ -54,6 +54,7 @@ class Reporter:
         self._store_error = ""
         self._reported_drops = {"metrics": 0, "events": 0}
         self._state_lock = threading.Lock()
+        self._status_lock = threading.Lock()
         self._last_state_write = 0.0
 
     # -- connection -----------------------------------------------------------------------------
@@ -179,11 +180,12 @@ class Reporter:
 
     def publish_status(self) -> None:
         if self.link is not None and self.link.connected:
-            up = round(time.time() - self.started_at, 3)
-            depth = self.outbox.depth() if self.outbox else 0
-            self.link.publish(self.topics.status, json_bytes(self.status_doc("online", uptime_s=up,
-                                                                             outbox_depth=depth)),
-                              qos=1, retain=True)
+            with self._status_lock:  # built and sent in one step: an older snapshot never lands last
+                up = round(time.time() - self.started_at, 3)
+                depth = self.outbox.depth() if self.outbox else 0
+                self.link.publish(self.topics.status, json_bytes(self.status_doc("online", uptime_s=up,
+                                                                                 outbox_depth=depth)),
+                                  qos=1, retain=True)
 
     def write_state(self, *, force: bool = False, state: str | None = None) -> None:
         """The state file ``edge-runtime status`` reads (at most once a second unless forced)."""

@@ -184,9 +184,7 @@ class Updater:
                 log.error("update queue full; %s dropped until the next connect", what)
 
     def status(self) -> dict[str, Any]:
-        store = self.models.store
-        prev = store.previous() if store is not None else None
-        active = self.models.active
+        active, prev = self.models.versions()
         return {"active": active.to_dict() if active else None, "previous": prev.to_dict() if prev else None,
                 "update": dict(self.progress) if self.progress else None}
 
