@@ -28,6 +28,7 @@ from typing import Any
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.options import RuntimeOptions
+from edge_runtime.pipeline_config import PipelineConfig, compile_pipeline
 
 ENV_PREFIX = "EDGE_"
 _TOPIC_FORBIDDEN = set("/+#\x00 ")
@@ -128,6 +129,7 @@ class Config:
     mqtt: MqttConfig | None  # None: no [mqtt] section, the agent serves but does not report
     updates: UpdatesConfig
     http: HttpConfig | None  # None: no [http] section, local API off
+    pipelines: tuple[PipelineConfig, ...] = ()  # [[pipelines]]: MQTT-triggered inference
 
     def runtime_options(self) -> dict[str, Any]:
         """Keyword options for ``edge_runtime.load(dir, **options)``."""
@@ -163,10 +165,12 @@ def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None
     except UnicodeDecodeError as exc:
         raise ConfigError("not UTF-8 text", file=path) from exc
 
-    known = {*_SECTIONS, "runtime"}
+    known = {*_SECTIONS, "runtime", "pipelines"}
     for name, value in raw.items():
         if name not in known:
             raise ConfigError(f"unknown section; known: {', '.join(sorted(known))}", file=path, key=name)
+        if name == "pipelines":
+            continue
         if not isinstance(value, dict):
             raise ConfigError("must be a table ([" + name + "])", file=path, key=name)
 
@@ -188,7 +192,8 @@ def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None
 
     runtime = dict(raw.get("runtime", {}))
     _check_runtime(runtime, path)
-    cfg = Config(file=path, runtime=runtime, **sections)
+    pipelines = _pipelines(raw.get("pipelines"), path, base)
+    cfg = Config(file=path, runtime=runtime, pipelines=pipelines, **sections)
     _check_cross(cfg)
     if check_files:
         _check_files(cfg)
@@ -349,7 +354,43 @@ def _check_runtime(values: dict[str, Any], file: Path) -> None:
         raise ConfigError(str(exc), file=file, key="runtime") from exc
 
 
+def _pipelines(raw: Any, file: Path, base: Path) -> tuple[PipelineConfig, ...]:
+    """``[[pipelines]]`` tables, each with an optional ``[pipelines.mqtt]`` of its own broker."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigError("write pipelines as [[pipelines]] tables", file=file, key="pipelines")
+    out: list[PipelineConfig] = []
+    for i, table in enumerate(raw):
+        where = f"pipelines[{i}]"
+        values = dict(table)
+        missing = [k for k in ("name", "input", "output") if k not in values]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)} (every pipeline needs name, input and output)",
+                              file=file, key=where)
+        if isinstance(values["input"], str):
+            values["input"] = [values["input"]]
+        if not isinstance(values.get("topic_fields", {}), dict):
+            raise ConfigError("expected a table of feature = wildcard number", file=file, key=f"{where}.topic_fields")
+        broker = values.pop("mqtt", None)
+        if broker is not None:
+            if not isinstance(broker, dict):
+                raise ConfigError("must be a table ([pipelines.mqtt])", file=file, key=f"{where}.mqtt")
+            values["mqtt"] = build_section(MqttConfig, broker, file=file, section=f"{where}.mqtt", base=base)
+        p = build_section(PipelineConfig, values, file=file, section=where, base=base)
+        compile_pipeline(p, file=file, where=where)
+        if any(q.name == p.name for q in out):
+            raise ConfigError(f"two pipelines are named {p.name!r}; names must differ", file=file,
+                              key=f"{where}.name")
+        out.append(p)
+    return tuple(out)
+
+
 def _check_cross(cfg: Config) -> None:
+    for i, p in enumerate(cfg.pipelines):
+        if p.mqtt is None and cfg.mqtt is None:
+            raise ConfigError(f"pipeline {p.name!r} needs a broker: add an [mqtt] section or a [pipelines.mqtt] "
+                              "table under it", file=cfg.file, key=f"pipelines[{i}]")
     m = cfg.mqtt
     if m is None:
         return
@@ -367,8 +408,9 @@ def _check_cross(cfg: Config) -> None:
 
 
 def _check_files(cfg: Config) -> None:
-    for name in _SECTIONS:
-        section = getattr(cfg, name)
+    sections = [(name, getattr(cfg, name)) for name in _SECTIONS]
+    sections += [(f"pipelines[{i}].mqtt", p.mqtt) for i, p in enumerate(cfg.pipelines)]
+    for name, section in sections:
         if section is None:
             continue
         for f in dataclasses.fields(section):

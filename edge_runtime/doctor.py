@@ -53,6 +53,7 @@ def run_checks(config: str | Path, *, timeout_s: float = 5.0) -> Iterator[Check]
     yield _data_dir(cfg)
     yield from _model(cfg)
     yield from _broker(cfg, timeout_s)
+    yield from _pipelines(cfg, timeout_s)
     yield _clock(cfg)
     yield _outbox(cfg)
 
@@ -125,6 +126,14 @@ def _broker(cfg: Any, timeout_s: float) -> Iterator[Check]:
     if m is None:
         yield Check("WARN", "broker", "no [mqtt] section: the agent serves locally and reports nothing")
         return
+    check = _reach(m, "broker", "[mqtt]", timeout_s)
+    yield check
+    if check.level == "OK":
+        yield from _mqtt_session(cfg, timeout_s)
+
+
+def _reach(m: Any, name: str, section: str, timeout_s: float) -> Check:
+    """TCP, then TLS when configured, to one broker."""
     where = f"{m.host}:{m.port}"
     try:
         with socket.create_connection((m.host, m.port), timeout=timeout_s) as sock:
@@ -133,18 +142,25 @@ def _broker(cfg: Any, timeout_s: float) -> Iterator[Check]:
                 if m.cert_file:
                     ctx.load_cert_chain(str(m.cert_file), str(m.key_file))
                 with ctx.wrap_socket(sock, server_hostname=m.host) as tls:
-                    yield Check("OK", "broker", f"{where} reachable, TLS {tls.version()} handshake accepted")
-            else:
-                yield Check("OK", "broker", f"{where} reachable (plain MQTT: use tls = true beyond a lab)")
+                    return Check("OK", name, f"{where} reachable, TLS {tls.version()} handshake accepted")
+            return Check("OK", name, f"{where} reachable (plain MQTT: use tls = true beyond a lab)")
     except ssl.SSLError as exc:
-        yield Check("FAIL", "broker TLS", f"{where}: {exc.reason or exc}; check [mqtt] ca_file (the broker's CA), "
-                    "cert_file/key_file, and that the certificate names the host")
-        return
+        return Check("FAIL", f"{name} TLS", f"{where}: {exc.reason or exc}; check {section} ca_file (the broker's "
+                     "CA), cert_file/key_file, and that the certificate names the host")
     except OSError as exc:
-        yield Check("FAIL", "broker", f"cannot reach {where} ({exc.strerror or exc}); check [mqtt] host and port, "
-                    "the network, and that the broker runs")
-        return
-    yield from _mqtt_session(cfg, timeout_s)
+        return Check("FAIL", name, f"cannot reach {where} ({exc.strerror or exc}); check {section} host and port, "
+                     "the network, and that the broker runs")
+
+
+def _pipelines(cfg: Any, timeout_s: float) -> Iterator[Check]:
+    """Each pipeline's broker: the device's (checked above) or its own [pipelines.mqtt]."""
+    shared = [p.name for p in cfg.pipelines if p.mqtt is None]
+    if shared:
+        yield Check("OK", "pipelines", f"{', '.join(shared)} on the device's broker (client id "
+                    f"{cfg.client_id}-pipelines)")
+    for i, p in enumerate(cfg.pipelines):
+        if p.mqtt is not None:
+            yield _reach(p.mqtt, f"pipeline {p.name} broker", f"[pipelines.mqtt] of pipelines[{i}]", timeout_s)
 
 
 def _mqtt_session(cfg: Any, timeout_s: float) -> Iterator[Check]:

@@ -89,6 +89,8 @@ def metrics(rt: Runtime) -> dict[str, Any]:
         rep = st.drift.report()
         out["drift"] = {"method": rep["method"], "window_rows": rep["window_rows"], "drifted": rep["drifted"],
                         "scores": {k: v[rep["method"]] for k, v in rep["features"].items()}}
+    for name, snapshot in rt.sections.items():
+        out[name] = snapshot()
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class Runtime:
         self._book.extra_gauges = lambda: health.gauges(self)
         self._book.extra_counters = self.cache_counts
         self._retired_cache = [0, 0]  # hits and misses of versions no longer serving
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}  # other parts' figures in metrics()
         self._st = ServingVersion(self.services, model, manifest, load_error=load_error)
         self._book.serve(self._st.metrics)
         if model is None and manifest is not None and secondary is not None \
@@ -195,6 +197,13 @@ class Runtime:
         """Counters (cumulative over every version served), latency percentiles of the version
         serving now, and component state, as a plain dict."""
         return health.metrics(self)
+
+    def add_section(self, name: str, snapshot: Callable[[], dict[str, Any]], collector: Any = None) -> None:
+        """Show another part's figures (pipelines) in ``metrics()`` under ``name`` and, through
+        ``collector`` (an object with ``collect()`` yielding Prometheus families), in ``/metrics``."""
+        self.sections[name] = snapshot
+        if collector is not None:
+            self.registry.register(collector)
 
     def cache_counts(self) -> dict[str, int]:
         c = self._st.cache

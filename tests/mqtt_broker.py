@@ -59,6 +59,7 @@ class Broker:
     acl_file: Path | None = None
     password_file: Path | None = None
     persistence: bool = True
+    save_every_change: bool = True  # False: save at a clean stop only, for throughput tests
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,8 +86,9 @@ class Broker:
             lines.append(f"acl_file {self.acl_file}")
         if self.persistence:
             # save after every change, so kill -9 loses nothing the broker acknowledged
-            lines += ["persistence true", f"persistence_location {self.workdir}/",
-                      "autosave_on_changes true", "autosave_interval 1"]
+            lines += ["persistence true", f"persistence_location {self.workdir}/"]
+            if self.save_every_change:
+                lines += ["autosave_on_changes true", "autosave_interval 1"]
         lines += ["max_queued_messages 100000", "max_inflight_messages 0", "log_type error",
                   "log_type warning", "log_type notice", "log_type information", "connection_messages true"]
         self.conf_path.write_text("\n".join(lines) + "\n")
@@ -128,6 +130,14 @@ class Broker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def no_delay(client: Any) -> None:
+    """TCP_NODELAY on a paho client's socket (call from on_connect): without it every small
+    packet can wait ~40 ms for Nagle's algorithm against delayed ACKs."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Collector:
     """A paho subscriber that keeps every message; persistent session so it misses nothing while
     the broker restarts."""
@@ -162,6 +172,7 @@ class Collector:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if not rc.is_failure:
+            no_delay(client)
             client.subscribe([(t, 1) for t in self.topics])
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
@@ -259,8 +270,9 @@ def toml_value(v: Any) -> str:
 
 def write_agent_config(path: Path, *, port: int, artifact: Path, data_dir: Path, device: str = "dev-1",
                        fleet: str | None = None, groups: tuple[str, ...] = (), runtime: dict[str, Any] | None = None,
-                       updates: dict[str, Any] | None = None, **mqtt: Any) -> Path:
-    """A device config for tests: short intervals, fast reconnects, the test broker."""
+                       updates: dict[str, Any] | None = None, extra: str = "", **mqtt: Any) -> Path:
+    """A device config for tests: short intervals, fast reconnects, the test broker; ``extra``
+    is TOML appended as is (``[[pipelines]]`` tables)."""
     fleet = fleet or f"t{uuid.uuid4().hex[:8]}"
     m = {"host": "127.0.0.1", "port": port, "metrics_interval_s": 60, "heartbeat_interval_s": 60,
          "reconnect_min_s": 0.05, "reconnect_max_s": 0.3, "keepalive_s": 5, "shutdown_flush_s": 3, **mqtt}
@@ -272,7 +284,7 @@ def write_agent_config(path: Path, *, port: int, artifact: Path, data_dir: Path,
         lines += ["[runtime]", *(f"{k} = {toml_value(v)}" for k, v in runtime.items())]
     if updates:
         lines += ["[updates]", *(f"{k} = {toml_value(v)}" for k, v in updates.items())]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
 

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("serving", ("edge_runtime.serving", "edge_runtime.health", "edge_runtime.runtime")),
     ("device", ("edge_runtime.config", "edge_runtime.store", "edge_runtime.loading", "edge_runtime")),
     ("services", ("edge_runtime.sync", "edge_runtime.http", "edge_runtime.bench", "edge_runtime.updates",
-                  "edge_runtime.fleet")),
+                  "edge_runtime.fleet", "edge_runtime.pipelines")),
     ("agent", ("edge_runtime.agent", "edge_runtime.doctor")),
     ("converters", ("converters",)),
     ("cli", ("edge_runtime.cli", "edge_runtime.__main__", "converters.cli", "converters.__main__")),

@@ -22,12 +22,13 @@ RUNS = {
     "bench_mqtt.py": ["--messages", "200", "--steady", "50"],
     "bench_updates.py": ["--sizes", "1", "--swap-seconds", "0.3"],
     "bench_faults.py": ["--rounds", "1", "--per-round", "20"],
+    "bench_pipelines.py": ["--messages", "200", "--paced", "50", "--rate", "200"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(RUNS))
 def test_benchmark_script_runs_at_tiny_size(script: str) -> None:
-    if script in ("bench_mqtt.py", "bench_updates.py", "bench_faults.py"):
+    if script in ("bench_mqtt.py", "bench_updates.py", "bench_faults.py", "bench_pipelines.py"):
         from tests.mqtt_broker import MOSQUITTO
 
         if not __import__("pathlib").Path(MOSQUITTO).exists():

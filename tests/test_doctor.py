@@ -94,3 +94,32 @@ def test_wrong_credentials_and_a_denied_topic_fail_with_the_fix(tmp_path: Path) 
         assert "username must be the device id" in c["broker ACL"][1]
     finally:
         broker.stop()
+
+
+def test_pipeline_brokers_are_checked(device: Path, mosquitto: Broker) -> None:
+    dead = free_port()
+    device.write_text(device.read_text() + f"""
+[[pipelines]]
+name = "shared"
+input = ["s/+"]
+output = "o/{{1}}"
+[[pipelines]]
+name = "plant"
+input = ["p/+"]
+output = "q/{{1}}"
+[pipelines.mqtt]
+host = "127.0.0.1"
+port = {mosquitto.port}
+[[pipelines]]
+name = "gone"
+input = ["g"]
+output = "h"
+[pipelines.mqtt]
+host = "127.0.0.1"
+port = {dead}
+""")
+    c = _checks(device)
+    assert c["pipelines"][0] == "OK" and "shared on the device's broker" in c["pipelines"][1]
+    assert c["pipeline plant broker"][0] == "OK"
+    assert c["pipeline gone broker"][0] == "FAIL" and "[pipelines.mqtt] of pipelines[2] host and port" in \
+        c["pipeline gone broker"][1]

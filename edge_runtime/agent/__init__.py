@@ -31,6 +31,7 @@ from edge_runtime.agent.updater import Updater
 from edge_runtime.config import Config
 from edge_runtime.errors import ConfigError
 from edge_runtime.http import BackgroundServer
+from edge_runtime.pipelines import Pipelines
 from edge_runtime.runtime import Runtime
 from edge_runtime.sync.mqtt import MqttLink
 from edge_runtime.sync.outbox import Outbox
@@ -79,6 +80,7 @@ class Agent:
                                                     "rollback": self.updater.cmd_rollback,
                                                     "keys": self.updater.cmd_keys})
         self.http: BackgroundServer | None = None
+        self.pipelines: Pipelines | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._beat = 0.0  # when the timer loop last went round
@@ -117,6 +119,10 @@ class Agent:
         self.intake.start()
         self.reporter.open(self._route)
         self._start_http(runtime)
+        if self.cfg.pipelines:
+            self.pipelines = Pipelines(self.cfg, runtime, self.event)
+            runtime.add_section("pipelines", self.pipelines.snapshot, self.pipelines)
+            self.pipelines.start()
         active = self.models.active
         self.event("agent_started", model=active.name if active else None,
                    model_version=active.version if active else None, pid=os.getpid())
@@ -151,6 +157,8 @@ class Agent:
         self._stop.set()
         if self._timer is not None:
             self._timer.join(2)
+        if self.pipelines is not None:
+            self.pipelines.stop()
         self.intake.stop()
         self.updater.stop()
         if self.http is not None:
@@ -224,8 +232,11 @@ class Agent:
                 "error": round(counts.get("error", 0) / total, 6),
                 "fallback": round(counts.get("fallback", 0) / total, 6),
                 "cache": round(counts.get("cache", 0) / total, 6)})
+        pipelines = rt.pop("pipelines", None)
         snap: dict[str, Any] = {"runtime": rt, "agent": {"uptime_s": round(time.time() - self.started_at, 3),
                                                          "rss_mb": rss_mb(), "version": self.version}}
+        if pipelines is not None:
+            snap["pipelines"] = pipelines
         if self.runtime is not None:
             snap["health"] = self.runtime.health()
         snap.update(self.reporter.transport_stats())
