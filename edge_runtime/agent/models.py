@@ -83,6 +83,10 @@ class ModelManager:
             opts = self.cfg.runtime_options()
             rt = Runtime(None, RuntimeOptions.from_kwargs(**opts), artifact_path=store.path(ref),
                          load_error=ModelLoadError(store.path(ref), "no installed version could be loaded"))
+        if prefer is not None and served == prefer and rt.serving.model is not None:
+            failed = store.active()  # the version in probation that crash-looped
+            if failed is not None and failed != prefer:  # the pointer follows before anything is reported
+                store.activate(prefer, forget=failed)
         self.runtime, self.active = rt, served
         return rt
 

@@ -75,6 +75,21 @@ def test_the_agent_uses_the_active_version(updated_device: tuple[Path, Path, Pat
         agent.stop()
 
 
+def test_a_crash_loop_rollback_at_start_moves_the_pointer_before_anything_is_reported(
+        updated_device: tuple[Path, Path, Path]) -> None:
+    from edge_runtime.agent.models import ModelManager
+    from edge_runtime.store import ModelRef
+
+    cfg, _, data = updated_device  # version 2 active, in probation, crash-looping
+    mm = ModelManager(load_config(cfg))
+    rt = mm.start(prefer=ModelRef("fake", "1"))
+    try:
+        assert mm.versions() == (ModelRef("fake", "1"), None)  # 2 failed: never "previous"
+        assert ModelStore(data).active() == ModelRef("fake", "1") and rt.model_version == "1"
+    finally:
+        mm.close()
+
+
 def test_a_swap_replaces_one_serving_object_with_its_own_cache_breaker_and_metrics(tmp_path: Path) -> None:
     v1 = write_fake_artifact(tmp_path / "v1", version="1", weights=[[1.0], [1.0]])
     v2 = write_fake_artifact(tmp_path / "v2", version="2", weights=[[2.0], [2.0]])
