@@ -43,6 +43,7 @@ from edge_runtime.updates.trust import KeyRing
 __all__ = ["OUTBOX_FILE", "STATE_FILE", "Agent", "CommandHandler", "rss_mb"]
 
 log = logging.getLogger(__name__)
+STOP_BUDGET_S = 15.0  # the whole clean stop, flush included
 
 
 def rss_mb() -> float | None:
@@ -148,25 +149,31 @@ class Agent:
                               "agent's user write access, or point [device] data_dir elsewhere",
                               file=self.cfg.file, key="device.data_dir") from exc
 
-    def stop(self) -> None:
-        """Clean stop: report it, flush what the broker takes in time, mark offline, close."""
+    def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Clean stop: report it, flush what the broker takes in time, mark offline, close. Every
+        part waits out of one budget (well inside systemd's TimeoutStopSec = 30), not each its own."""
         if self._stop.is_set():
             return
+        end = time.monotonic() + budget_s
+
+        def left(cap: float) -> float:
+            return max(0.1, min(cap, end - time.monotonic()))
+
         if self._timer is not None:  # start() completed
             self.event("agent_stopping", uptime_s=round(time.time() - self.started_at, 3))
         self._stop.set()
         if self._timer is not None:
-            self._timer.join(2)
+            self._timer.join(left(2))
         if self.pipelines is not None:
-            self.pipelines.stop()
-        self.intake.stop()
-        self.updater.stop()
+            self.pipelines.stop(left(3))
+        self.intake.stop(left(5))
+        self.updater.stop(left(5))
         if self.http is not None:
             try:
                 self.http.stop()
             except Exception:
                 log.exception("stopping the HTTP server failed")
-        self.reporter.close()
+        self.reporter.close(flush_s=max(0.0, end - time.monotonic() - 2.0))
         self.models.close()
 
     @staticmethod

@@ -78,10 +78,12 @@ class Reporter:
         self.publisher.start()
         self.link.start()
 
-    def close(self) -> None:
-        """Flush what the broker takes in time, publish the clean "offline" status, close the outbox."""
+    def close(self, flush_s: float | None = None) -> None:
+        """Flush what the broker takes in time (``shutdown_flush_s``, at most ``flush_s``), publish
+        the clean "offline" status, close the outbox."""
         if self.publisher is not None and self.link is not None and self.cfg.mqtt is not None:
-            if not self.publisher.flush(self.cfg.mqtt.shutdown_flush_s):
+            wait = self.cfg.mqtt.shutdown_flush_s if flush_s is None else min(flush_s, self.cfg.mqtt.shutdown_flush_s)
+            if not self.publisher.flush(wait):
                 log.warning("stopping with %d message(s) still in the outbox; they are sent on the next start",
                             self.outbox.depth() if self.outbox else -1)
             self.publisher.stop()

@@ -111,14 +111,14 @@ class Updater:
         if cur and cur.get("state") not in ("probation",):
             self._jobs.put(("resume", None))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         try:
             self._jobs.put_nowait(("stop", None))
         except queue.Full:
             pass
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(timeout)
         if self.state.probation:
             self.state.probation["clean_stop"] = True
             self.state.save()

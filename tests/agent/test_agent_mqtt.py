@@ -431,3 +431,33 @@ def test_a_damaged_outbox_does_not_stop_the_agent_and_its_loss_is_reported(
     finally:
         agent.stop()
         col.close()
+
+
+def test_a_stop_keeps_to_one_budget_with_a_hung_command_and_no_broker(
+        tmp_path: Path, mosquitto: Broker, artifact: Path) -> None:
+    fleet = _fleet()
+    agent = _agent(tmp_path, mosquitto, artifact, fleet=fleet, shutdown_flush_s=30)
+    started = threading.Event()
+
+    def hang(cmd: dict) -> None:  # type: ignore[type-arg]
+        started.set()
+        time.sleep(20)
+
+    agent.commands["hang"] = hang
+    agent.start()
+    try:
+        wait_for(lambda: agent.link.connected and agent.link.subscribed.is_set(), 10, "agent subscribed")
+        col = Collector(mosquitto.port, [f"edge/{fleet}/none"]).wait_subscribed()
+        col.client.publish(f"edge/{fleet}/devices/dev-1/cmd", json.dumps({"cmd": "hang", "id": "h"}), qos=1)
+        assert started.wait(10)
+        col.close()
+        mosquitto.kill()  # nothing can be flushed now
+        for i in range(20):
+            agent.event("queued", i=i)
+    finally:
+        t0 = time.monotonic()
+        agent.stop(budget_s=4)
+        took = time.monotonic() - t0
+    # each part used to wait its own timeout: the hung command 5 s + flush 30 s + more
+    assert took < 6, took
+    assert len(outbox_rows(tmp_path / "data" / "outbox.db")) >= 20  # kept for the next start, not lost
