@@ -58,39 +58,17 @@ class InputAdapter:
             self.input_names = [s.name for s in manifest.inputs]
             self.dtypes = [np.dtype(object) if s.dtype in ("str", "string", "object") else np.dtype(s.dtype)
                            for s in manifest.inputs]
+        self.fast = self.layout == "tensor" and self.dtype.kind == "f" and self.n > 0  # row_values applies
 
     # -- public ---------------------------------------------------------------------------
     def feeds_one(self, features: Any) -> dict[str, np.ndarray]:
         """Feeds for a single row: a mapping of named features, or a 1-D sequence/array."""
-        kind = type(features)
         if self.layout == "tensor":
-            # Fast paths for the two common calls; anything unusual takes the general path,
-            # which gives the precise error.
-            if kind is np.ndarray and features.ndim == 1 and features.shape[0] == self.n \
-                    and features.dtype.kind == "f":
-                if features.dtype is self.dtype:
-                    if all_finite(features):
-                        return {self.input_name: features.reshape(1, -1)}
-                elif self.n <= 16:  # e.g. float64 for a float32 model: in range first, then cast
-                    vals = features.tolist()
-                    if max(map(abs, vals)) <= self.fmax and all(map(_isfinite, vals)):
-                        return {self.input_name: features.astype(self.dtype).reshape(1, -1)}
-                else:
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        arr = features.astype(self.dtype)
-                    if all_finite(arr):
-                        return {self.input_name: arr.reshape(1, -1)}
-            elif kind is dict and len(features) == self.n:
-                try:
-                    values = [features[n] for n in self.names]
-                except KeyError:
-                    values = None
-                # finite as a Python float is not always finite in the model's dtype (float32
-                # overflows above 3.4e38, and an int may be too large for any float): values out
-                # of range take the general path, which names them
-                if values is not None and set(map(type, values)) <= _FAST_NUMBERS \
-                        and max(map(abs, values)) <= self.fmax and all(map(_isfinite, values)):
-                    return {self.input_name: np.array([values], dtype=self.dtype)}
+            vals = self.row_values(features)
+            if vals is not None:
+                if type(vals) is np.ndarray and vals.dtype is self.dtype:
+                    return {self.input_name: vals.reshape(1, -1)}
+                return {self.input_name: np.array([vals], dtype=self.dtype)}
         if isinstance(features, Mapping):
             return self._feeds_from_rows([self._row_from_mapping(features, None)])
         if isinstance(features, np.ndarray) and self.layout == "tensor":
@@ -102,6 +80,40 @@ class InputAdapter:
             return self._feeds_from_rows([self._row_from_sequence(features, None)])
         raise InvalidInput(f"expected a dict of {self.n} named features or a 1-D array, got "
                            f"{type(features).__name__}")
+
+    def row_values(self, features: Any) -> Any:
+        """One row of a float model, checked, as values to copy into a (1, n) buffer of the
+        model's dtype: for the two common calls (a 1-D float array, a dict of Python numbers),
+        else None, and the caller takes ``feeds_one``'s general path, which names any error.
+        Finite as a Python float is not always finite in the model's dtype (float32 overflows
+        above 3.4e38, an int may be too large for any float): such values take the general path."""
+        if not self.fast:
+            return None
+        kind = type(features)
+        if kind is np.ndarray:
+            if features.ndim != 1 or features.shape[0] != self.n or features.dtype.kind != "f":
+                return None
+            if features.dtype is self.dtype:
+                return features if all_finite(features) else None
+            if self.n <= 16:  # e.g. float64 for a float32 model: in range first, then cast
+                vals = features.tolist()
+                return vals if max(map(abs, vals)) <= self.fmax and all(map(_isfinite, vals)) else None
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = features.astype(self.dtype)
+            return arr if all_finite(arr) else None
+        if kind is dict and len(features) == self.n:
+            try:
+                values = [features[n] for n in self.names]
+            except KeyError:
+                return None
+        elif kind is list and len(features) == self.n:
+            values = features
+        else:
+            return None
+        if set(map(type, values)) <= _FAST_NUMBERS and max(map(abs, values)) <= self.fmax \
+                and all(map(_isfinite, values)):
+            return values
+        return None
 
     def feeds_batch(self, rows: Any) -> tuple[dict[str, np.ndarray], int]:
         """Feeds for many rows: a 2-D array, a list of dicts or rows, or a DataFrame."""

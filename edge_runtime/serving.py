@@ -28,6 +28,7 @@ from edge_runtime.deadline import DeadlineExceeded, DeadlineRunner, Overloaded
 from edge_runtime.drift import DriftMonitor
 from edge_runtime.errors import BackendError
 from edge_runtime.fallback import FallbackPolicy
+from edge_runtime.fastpath import fuse
 from edge_runtime.inputs import InputAdapter
 from edge_runtime.manifest import Manifest
 from edge_runtime.metrics import VersionMetrics
@@ -113,9 +114,11 @@ class ServingVersion:
         self.k_fallback = (v, "fallback", "fallback")
         self.k_error = (v, "none", "error")
         self.k_invalid = (v, "none", "invalid_input")
+        self.predict: Callable[..., Prediction] = fuse(self) or self.predict_general
 
     # -- predict ----------------------------------------------------------------------------------
-    def predict(self, features: Any, request_id: str | None = None) -> Prediction:
+    def predict_general(self, features: Any, request_id: str | None = None) -> Prediction:
+        """Every single-row case; ``predict`` is the fused path when one applies (``fastpath``)."""
         t0 = _now_ns()
         adapter = self.adapter
         if adapter is None:
@@ -174,21 +177,33 @@ class ServingVersion:
             else:
                 outs = model.backend.run(feeds)
         except Exception as exc:
-            reason = self._failure_reason(exc)
+            reason = self._failure_reason(exc, None)
         else:
             try:
                 got = decode(outs)
             except ValueError as exc:
-                reason = _classify(outs)
-                svc.model_error(self.name, self.version, reason, exc)
+                reason = self._failure_reason(exc, outs)
             else:
                 self.breaker.success()
                 return got, None
         _judge(self.breaker, reason)
         return None, reason
 
-    def _failure_reason(self, exc: Exception) -> str:
-        """The fallback reason for an exception from the inference call (reported if it is the model's)."""
+    def failed_one(self, features: Any, feeds: Any, key: bytes | None, exc: Exception, outs: Any, t0: int,
+                   request_id: str | None) -> Prediction:
+        """A single-row call whose inference raised (``outs`` None) or whose outputs did not
+        decode: tell the breaker, report it, answer from the fallback."""
+        reason = self._failure_reason(exc, outs)
+        _judge(self.breaker, reason)
+        return self._fallback_one(features, feeds, key, reason, t0, request_id)
+
+    def _failure_reason(self, exc: Exception, outs: Any) -> str:
+        """The fallback reason for an exception from the inference call, or (``outs`` given) from
+        decoding its outputs; reported when it is the model's fault."""
+        if outs is not None:
+            reason = _classify(outs)
+            self.services.model_error(self.name, self.version, reason, exc)
+            return reason
         if isinstance(exc, DeadlineExceeded):
             return "timeout"
         if isinstance(exc, Overloaded):

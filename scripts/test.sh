@@ -7,11 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: mosquitto for the MQTT tests (as root via apt-get, else sudo if present).
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  echo "==> installing mosquitto (system package)"
+# System packages: mosquitto for the MQTT tests, wrk for the serve benchmark's smoke run (as
+# root via apt-get, else sudo if present).
+if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v wrk >/dev/null 2>&1; then
+  echo "==> installing mosquitto and wrk (system packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mosquitto mosquitto-clients wrk >/dev/null
 fi
 
 if [ "${1:-}" = "--python" ]; then

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "edge_runtime.deadline", "edge_runtime.background", "edge_runtime.drift", "edge_runtime.predlog",
               "edge_runtime.inputs", "edge_runtime.rows", "edge_runtime.backends")),
     ("model", ("edge_runtime.model", "edge_runtime.microbatch", "edge_runtime.fallback", "edge_runtime.options")),
-    ("serving", ("edge_runtime.serving", "edge_runtime.health", "edge_runtime.runtime")),
+    ("serving", ("edge_runtime.serving", "edge_runtime.fastpath", "edge_runtime.health", "edge_runtime.runtime")),
     ("device", ("edge_runtime.config", "edge_runtime.store", "edge_runtime.loading", "edge_runtime")),
     ("services", ("edge_runtime.sync", "edge_runtime.http", "edge_runtime.bench", "edge_runtime.updates",
                   "edge_runtime.fleet", "edge_runtime.pipelines")),

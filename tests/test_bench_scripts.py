@@ -23,6 +23,7 @@ RUNS = {
     "bench_updates.py": ["--sizes", "1", "--swap-seconds", "0.3"],
     "bench_faults.py": ["--rounds", "1", "--per-round", "20"],
     "bench_pipelines.py": ["--messages", "200", "--paced", "50", "--rate", "200"],
+    "bench_serve.py": ["--seconds", "1"],
 }
 
 
@@ -33,6 +34,8 @@ def test_benchmark_script_runs_at_tiny_size(script: str) -> None:
 
         if not __import__("pathlib").Path(MOSQUITTO).exists():
             pytest.skip(f"mosquitto is not installed at {MOSQUITTO} (apt-get install mosquitto)")
+    if script == "bench_serve.py" and __import__("shutil").which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk; scripts/test.sh does)")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *RUNS[script]], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     # bench_check is itself a check: at a tiny size its verdict is noise, but it must reach one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -37,6 +38,14 @@ class Backend(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+# A backend may also offer ``bind_row() -> RowBinding | None``: for the calling thread, an input
+# buffer of shape (1, n_features) and a function that runs the model on what the buffer holds and
+# returns the outputs, in ``outputs()`` order, in buffers the next call on the same thread reuses
+# (read them before calling again). The fused single-row predict path uses it; None, or no such
+# method, means ``run`` is used instead.
+RowBinding = tuple[np.ndarray, Callable[[], list[np.ndarray]]]
 
 
 class BackendFactory(Protocol):

@@ -313,6 +313,33 @@ class LiteRTBackend:
 
         return run
 
+    def bind_row(self) -> tuple[np.ndarray, Callable[[], list[np.ndarray]]] | None:
+        """For the fused predict path: a (1, n) float buffer and a call that runs the batch-1
+        interpreter on it (quantizing and dequantizing int8 tensors as ``run`` does), with no
+        per-call lookups. None for a model with several inputs or a non-2-D input."""
+        if len(self._in_idx) != 1 or len(self._in_tails[0]) != 1:
+            return None
+        x = np.zeros((1, self._in_tails[0][0]), dtype=self._in_dtypes[0])
+        one = self._one
+        lock, set_tensor, invoke, get_tensor = one.lock, one.set, one.invoke, one.get
+        in_idx = self._in_idx[0]
+        quantize = self._in_q[0].quantize if self._in_q[0] is not None else None
+        out_idx = tuple(self._out_idx)
+        dequant = tuple(q.dequantize if q is not None else None for q in self._out_q)
+        plain = all(d is None for d in dequant)
+
+        def run_row() -> list[np.ndarray]:
+            try:
+                with lock:
+                    set_tensor(in_idx, x if quantize is None else quantize(x))
+                    invoke()
+                    got = [get_tensor(i) for i in out_idx]
+            except (ValueError, RuntimeError) as exc:
+                raise BackendError("tflite", _first_line(exc)) from exc
+            return got if plain else [o if dq is None else dq(o) for o, dq in zip(got, dequant, strict=True)]
+
+        return x, run_row
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:  # replaced per instance
         return self._run_general(feeds)
 

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from edge_runtime.http import bind
-        from edge_runtime.http.app import create_app
+        from edge_runtime.http.app import create_asgi
     except ImportError as exc:
         raise ConfigError(f"the HTTP API needs the [http] extra ({exc.name} is not installed); "
                           "pip install 'edge-runtime[http]'") from exc
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"edge-runtime serve: http://{host}:{port} model version {rt.model_version} "
           f"({'ready' if health['ready'] else 'NOT READY: ' + '; '.join(health['reasons'])})", flush=True)
     try:
-        uvicorn.Server(uvicorn.Config(create_app(rt), log_level="warning", access_log=False)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(create_asgi(rt), log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
         sock.close()
         rt.close()

@@ -45,13 +45,13 @@ class BackgroundServer:
     def __init__(self, runtime: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
         import uvicorn
 
-        from edge_runtime.http.app import create_app
+        from edge_runtime.http.app import create_asgi
 
         sock = bind(host, port)
         self._sock = sock
         self.host, self.port = host, int(sock.getsockname()[1])
         self.url = f"http://{host}:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning", access_log=False))
+        self._server = uvicorn.Server(uvicorn.Config(create_asgi(runtime), log_level="warning", access_log=False))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="edge-http",
                                         daemon=True)
 

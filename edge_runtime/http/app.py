@@ -5,8 +5,8 @@ raises (400 for a body that is not JSON, 422 for a body or row that cannot be va
 the field or feature). 503 means the device itself cannot answer (the model failed and no
 fallback is configured, or /ready while not ready). A 500 would be a bug.
 
-    from edge_runtime.http.app import create_app
-    app = create_app(edge_runtime.load("artifacts/iris"))
+    from edge_runtime.http.app import create_asgi
+    app = create_asgi(edge_runtime.load("artifacts/iris"))    # FastAPI app + the fast predict routes
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from edge_runtime.errors import BackendError, EdgeRuntimeError, InvalidInput, echo
+from edge_runtime.errors import BackendError, EdgeRuntimeError, InvalidInput
+from edge_runtime.http.fast import FastPredict, error_body
 from edge_runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    """An error body; whatever of the caller's input it quotes is valid UTF-8 and bounded."""
-    body = {"error": echo(message, 2000), **{k: v for k, v in extra.items() if v is not None}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_body(message, **extra), status_code=status)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
@@ -93,8 +92,15 @@ _EXPECTED = {"features": "an object of named features or a list of values",
              "instances": "a list of rows"}
 
 
+def create_asgi(rt: Runtime) -> FastPredict:
+    """What the servers run: the FastAPI app with the two predict routes answered by a thin
+    handler in front of it (``edge_runtime.http.fast``)."""
+    return FastPredict(rt, create_app(rt))
+
+
 def create_app(rt: Runtime) -> FastAPI:
-    """The HTTP API for ``rt``. The Runtime stays the caller's to close."""
+    """The HTTP API for ``rt`` as a FastAPI app (every route; the OpenAPI document). The Runtime
+    stays the caller's to close."""
     app = FastAPI(title="edge-runtime", version=_version(),
                   description="Predictions from a model on this device. A caller's mistake is a 4xx "
                   "naming the feature; `source` says whether the model, the cache or the fallback answered.")
