@@ -49,11 +49,17 @@ class Prediction:
             self._probabilities = dict(zip(self._classes, proba, strict=True))
         return self._probabilities
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        return self._classes
+
+    def to_dict(self, *, str_keys: bool = True) -> dict[str, Any]:
+        """The answer as JSON-ready data; ``str_keys=False`` leaves class labels as they are in
+        ``probabilities`` (for a serializer that writes them as strings itself)."""
         d: dict[str, Any] = {"value": self.value}
         probs = self.probabilities
         if probs is not None:
-            d["probabilities"] = {str(k): v for k, v in probs.items()}
+            d["probabilities"] = {str(k): v for k, v in probs.items()} if str_keys else probs
         d["source"] = self.source
         d["model_version"] = self.model_version
         d["latency_ms"] = round(self.latency_ms, 4)

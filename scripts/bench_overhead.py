@@ -111,8 +111,10 @@ def bench_model(label: str, uri: str, X: np.ndarray, names: list[str], workdir: 
     next_all = itertools.count().__next__
 
     res: dict[str, Any] = {"model": label, "single_us": {}, "batch_rows_per_s": {}}
+    ro = ort.RunOptions()
     single = {
         "raw onnxruntime run": lambda: sess.run(out_names, {in_name: row2d}),
+        "raw onnxruntime run, one RunOptions reused": lambda: sess.run(out_names, {in_name: row2d}, ro),
         "edge predict(array)": lambda: rt.predict(row),
         "edge predict(dict)": lambda: rt.predict(row_dict),
         "edge predict(array), all features on": lambda: rt_all.predict(rows_all[next_all()]),

@@ -117,8 +117,8 @@ def wrk(port: int, lua: Path, seconds: float, threads: int, connections: int) ->
     out = subprocess.run([*base[:-1], f"-d{max(1, round(seconds))}s", base[-1]], capture_output=True, text=True,
                          timeout=seconds + 60).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if rps is None or p50 is None or p99 is None:
         raise RuntimeError("cannot read wrk's output:\n" + out)
