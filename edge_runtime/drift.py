@@ -39,20 +39,25 @@ def scores(ref_counts: np.ndarray, cur_counts: np.ndarray) -> dict[str, float]:
     return {k: float(v[0]) for k, v in out.items()}
 
 
-def score_matrix(ref: np.ndarray, cur: np.ndarray) -> dict[str, np.ndarray]:
-    """Row-wise psi, js, ks for count matrices (one distribution per row, zero-padded bins)."""
+def score_matrix(ref: np.ndarray, cur: np.ndarray, only: str | None = None) -> dict[str, np.ndarray]:
+    """Row-wise psi, js, ks for count matrices (one distribution per row, zero-padded bins);
+    ``only`` computes just that one (the per-chunk check on the background thread)."""
     p = ref / np.maximum(ref.sum(axis=1, keepdims=True), 1)
     q = cur / np.maximum(cur.sum(axis=1, keepdims=True), 1)
-    used = (ref > 0) | (cur > 0)  # padding bins (zero in both) contribute nothing
-    ps, qs = np.clip(p, _EPS, None), np.clip(q, _EPS, None)
-    psi = np.where(used, (qs - ps) * np.log(qs / ps), 0.0).sum(axis=1)
-    m = (p + q) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
-        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
-    js = np.maximum(0.0, (kl_p + kl_q) / 2)
-    ks = np.max(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)), axis=1)
-    return {"psi": psi.round(6), "js": js.round(6), "ks": ks.round(6)}
+    out: dict[str, np.ndarray] = {}
+    if only in (None, "psi"):
+        used = (ref > 0) | (cur > 0)  # padding bins (zero in both) contribute nothing
+        ps, qs = np.clip(p, _EPS, None), np.clip(q, _EPS, None)
+        out["psi"] = np.where(used, (qs - ps) * np.log(qs / ps), 0.0).sum(axis=1).round(6)
+    if only in (None, "js"):
+        m = (p + q) / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+            kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+        out["js"] = np.maximum(0.0, (kl_p + kl_q) / 2).round(6)
+    if only in (None, "ks"):
+        out["ks"] = np.max(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)), axis=1).round(6)
+    return out
 
 
 PREDICTION = "__prediction__"
@@ -148,7 +153,7 @@ class DriftMonitor:
                 self._cur -= old_h
             if self._rows < self.min_rows:
                 return {}
-            sc = score_matrix(self._ref, self._cur)[self.method]
+            sc = score_matrix(self._ref, self._cur, only=self.method)[self.method]
             new = {}
             for name, v in zip(self.names, sc.tolist(), strict=True):
                 if v > self.threshold and name not in self._alerted:
