@@ -18,20 +18,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import ConfigError, TrustError
 from edge_runtime.manifest import SIGNATURE_FILE
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+@functools.cache
+def _crypto() -> Any:
+    """``cryptography``, imported on first use: ~7.5 MB of RSS a device without keys never pays."""
+    from types import SimpleNamespace
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    return SimpleNamespace(InvalidSignature=InvalidSignature, serialization=serialization,
+                           Ed25519PrivateKey=Ed25519PrivateKey, Ed25519PublicKey=Ed25519PublicKey)
+
 
 ARTIFACT, DEPLOYMENT = "artifact", "deployment"
 MAX_SIGNATURES = 16  # more than this in one document is refused unread
@@ -43,7 +57,7 @@ def canonical(doc: Any) -> bytes:
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes(_crypto().serialization.Encoding.Raw, _crypto().serialization.PublicFormat.Raw)
 
 
 def keyid(key: Ed25519PublicKey) -> str:
@@ -59,26 +73,26 @@ def generate(out_dir: str | Path, name: str) -> tuple[Path, Path]:
     for p in (key_path, pub_path):
         if p.exists():
             raise ConfigError(f"{p} exists; keygen never overwrites a key (choose another --name or move it)")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    key = _crypto().Ed25519PrivateKey.generate()
+    pem = key.private_bytes(_crypto().serialization.Encoding.PEM, _crypto().serialization.PrivateFormat.PKCS8,
+                            _crypto().serialization.NoEncryption())
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub_path.write_bytes(key.public_key().public_bytes(_crypto().serialization.Encoding.PEM,
+                                                       _crypto().serialization.PublicFormat.SubjectPublicKeyInfo))
     return key_path, pub_path
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        key = _crypto().serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except OSError as exc:
         raise ConfigError(f"cannot read the private key {path}: {exc.strerror or exc}") from exc
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path} is not an unencrypted PEM private key (make one with "
                           f"edge-runtime keygen): {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(key, _crypto().Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 key (make one with edge-runtime keygen)")
     return key
 
@@ -96,12 +110,12 @@ def public_key_from(data: bytes | str, where: str = "key") -> Ed25519PublicKey:
     raw = data.encode() if isinstance(data, str) else data
     try:
         if raw.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(raw)
+            key = _crypto().serialization.load_pem_public_key(raw)
         else:
-            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(raw, validate=True))
+            key = _crypto().Ed25519PublicKey.from_public_bytes(base64.b64decode(raw, validate=True))
     except (ValueError, TypeError, binascii.Error) as exc:
         raise ConfigError(f"{where} is not an Ed25519 public key (PEM or base64 of 32 bytes): {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
+    if not isinstance(key, _crypto().Ed25519PublicKey):
         raise ConfigError(f"{where} is not an Ed25519 public key")
     return key
 
@@ -196,7 +210,7 @@ class KeyRing:
                 continue
             try:
                 key.verify(base64.b64decode(str(s.get("sig", "")), validate=True), data)
-            except (InvalidSignature, binascii.Error, ValueError):
+            except (_crypto().InvalidSignature, binascii.Error, ValueError):
                 raise TrustError(f"signature by {role} key {kid[:16]} does not verify "
                                  "(the document or artifact was changed after signing)") from None
             return kid
