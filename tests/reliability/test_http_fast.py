@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,7 +64,7 @@ def _without_latency(doc: Any) -> Any:
 
 
 def test_valid_requests_never_reach_the_fastapi_app(apps: Any) -> None:
-    rt, plain, fast, inner = apps
+    _, plain, fast, inner = apps
     before = inner.calls
     for body in ({"features": {"tenure": 1, "charges": 2}, "request_id": "r1"}, {"features": [0.5, 3]}):
         assert post(fast, "/predict", json.dumps(body).encode()) == post(plain, "/predict", json.dumps(body).encode())

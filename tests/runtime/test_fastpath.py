@@ -32,9 +32,9 @@ def tflite_iris(tmp_path_factory: pytest.TempPathFactory, keras_iris_mlp: dict[s
     return artifact(d / "m.tflite", d / "art")
 
 
+NO_LITERT = "LiteRT (the [tflite] extra) and TensorFlow (to make the model) are not installed"
 KINDS = ["onnx-iris", "onnx-regression", "fake",
-         pytest.param("tflite-iris", marks=[pytest.mark.slow, pytest.mark.skipif(
-             not HAS_LITERT, reason="LiteRT (the [tflite] extra) and TensorFlow (to make the model) are not installed")])]
+         pytest.param("tflite-iris", marks=[pytest.mark.slow, pytest.mark.skipif(not HAS_LITERT, reason=NO_LITERT)])]
 
 
 @pytest.fixture(params=KINDS)
