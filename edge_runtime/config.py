@@ -4,7 +4,7 @@
     cfg.device.id, cfg.mqtt.host, cfg.model.artifact
     rt = edge_runtime.load(cfg.model.artifact, **cfg.runtime_options())
 
-Sections: [device] [model] [runtime] [mqtt] [updates] [http] (DESIGN.md). Every unknown key and
+Sections: [device] [model] [runtime] [mqtt] [updates] [http] [experiment] and [[pipelines]]. Every unknown key and
 every bad value is a ``ConfigError`` naming the file, the key and the reason. [runtime] keys are
 checked against the fields of ``RuntimeOptions``, so a new runtime option needs no change here.
 
@@ -113,6 +113,17 @@ class UpdatesConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """[experiment]: a candidate beside the model on this device (edge_runtime.experiment)."""
+
+    candidate: Path | None = None  # an artifact directory; it must verify like any artifact
+    mode: str = field(default="split", metadata=_meta(choices=("split", "shadow")))
+    weight: float = field(default=0.1, metadata=_meta(min=0, max=1))  # share of keys to the candidate (split)
+    key: str = "request_id"  # or a feature name; random when a request has neither
+    shadow_sample: float = field(default=0.2, metadata=_meta(min=0, max=1))  # share also scored (shadow)
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     port: int = field(default=8080, metadata=_meta(min=0, max=65535))
     host: str = "127.0.0.1"
@@ -130,6 +141,7 @@ class Config:
     updates: UpdatesConfig
     http: HttpConfig | None  # None: no [http] section, local API off
     pipelines: tuple[PipelineConfig, ...] = ()  # [[pipelines]]: MQTT-triggered inference
+    experiment: ExperimentConfig | None = None  # [experiment]: A/B split or shadow on this device
 
     def runtime_options(self) -> dict[str, Any]:
         """Keyword options for ``edge_runtime.load(dir, **options)``."""
@@ -141,8 +153,8 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = {"device": DeviceConfig, "model": ModelConfig, "mqtt": MqttConfig,
-                              "updates": UpdatesConfig, "http": HttpConfig}
-_OPTIONAL_SECTIONS = {"mqtt", "http"}
+                              "updates": UpdatesConfig, "http": HttpConfig, "experiment": ExperimentConfig}
+_OPTIONAL_SECTIONS = {"mqtt", "http", "experiment"}
 
 
 def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None,
@@ -387,6 +399,9 @@ def _pipelines(raw: Any, file: Path, base: Path) -> tuple[PipelineConfig, ...]:
 
 
 def _check_cross(cfg: Config) -> None:
+    if cfg.experiment is not None and cfg.experiment.candidate is None:
+        raise ConfigError("an [experiment] needs candidate = the artifact directory to compare with the model "
+                          "(or remove the section)", file=cfg.file, key="experiment.candidate")
     for i, p in enumerate(cfg.pipelines):
         if p.mqtt is None and cfg.mqtt is None:
             raise ConfigError(f"pipeline {p.name!r} needs a broker: add an [mqtt] section or a [pipelines.mqtt] "

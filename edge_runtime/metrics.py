@@ -177,6 +177,7 @@ class MetricsBook:
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
         self.current: VersionMetrics | None = None
+        self.side: list[VersionMetrics] = []  # versions serving beside the current one (an experiment's candidate)
         self._retired: deque[VersionMetrics] = deque()
         self._folded = _empty_totals()
         self._folded_sum = 0.0
@@ -189,16 +190,28 @@ class MetricsBook:
         """``metrics`` belongs to the version that serves from now on."""
         with self._lock:
             if self.current is not None and self.current is not metrics:
-                self._retired.append(self.current)
-                while len(self._retired) > RETIRED_KEPT:
-                    old = self._retired.popleft().totals()
-                    _add_totals(self._folded, old)
-                    self._folded_sum += old[3]
+                self._retire(self.current)
             self.current = metrics
+
+    def beside(self, metrics: VersionMetrics, on: bool) -> None:
+        """A version starts (``on``) or stops serving beside the current one; its counts stay."""
+        with self._lock:
+            if on:
+                self.side.append(metrics)
+            elif metrics in self.side:
+                self.side.remove(metrics)
+                self._retire(metrics)
+
+    def _retire(self, metrics: VersionMetrics) -> None:
+        self._retired.append(metrics)
+        while len(self._retired) > RETIRED_KEPT:
+            old = self._retired.popleft().totals()
+            _add_totals(self._folded, old)
+            self._folded_sum += old[3]
 
     def totals(self) -> Totals:
         with self._lock:
-            parts = [*self._retired, *([self.current] if self.current is not None else [])]
+            parts = [*self._retired, *self.side, *([self.current] if self.current is not None else [])]
             out: Totals = ({**self._folded[0]}, {**self._folded[1]}, list(self._folded[2]), 0.0)
             total = self._folded_sum
         for m in parts:

@@ -27,11 +27,13 @@ class Prediction:
         "request_id",
         "source",
         "value",
+        "variant",
     )
 
     def __init__(self, value: Any, source: str, model_version: str | None, latency_ms: float,
                  proba: np.ndarray | list[float] | None = None, classes: tuple[Any, ...] | None = None,
                  reason: str | None = None, request_id: str | None = None) -> None:
+        self.variant: str | None = None  # "primary" or "candidate" while an experiment runs
         self.value = value
         self.source = source
         self.model_version = model_version
@@ -67,6 +69,8 @@ class Prediction:
             d["reason"] = self.reason
         if self.request_id is not None:
             d["request_id"] = self.request_id
+        if self.variant is not None:
+            d["variant"] = self.variant
         return d
 
     def __repr__(self) -> str:

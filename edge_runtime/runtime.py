@@ -23,6 +23,7 @@ from edge_runtime import health
 from edge_runtime.background import Background, Callback
 from edge_runtime.deadline import DeadlineRunner
 from edge_runtime.errors import ModelLoadError
+from edge_runtime.experiment import Experiment, ExperimentOptions, VariantsCollector
 from edge_runtime.fallback import ConstantDefault, FallbackPolicy
 from edge_runtime.manifest import Manifest, read_manifest
 from edge_runtime.metrics import MetricsBook
@@ -83,6 +84,9 @@ class Runtime:
         self._book.extra_counters = self.cache_counts
         self._retired_cache = [0, 0]  # hits and misses of versions no longer serving
         self.sections: dict[str, Callable[[], dict[str, Any]]] = {}  # other parts' figures in metrics()
+        self._exp: Experiment | None = None
+        self._retired_candidate: ServingVersion | None = None
+        self._variants_collector: Any = None
         self._st = ServingVersion(self.services, model, manifest, load_error=load_error)
         self._book.serve(self._st.metrics)
         if model is None and manifest is not None and secondary is not None \
@@ -158,7 +162,10 @@ class Runtime:
         Always answers unless the input is invalid (``InvalidInput``) or the model fails with no
         fallback configured (``BackendError``).
         """
-        return self._st.predict(features, request_id)  # one read: a swap cannot mix two versions
+        exp = self._exp
+        if exp is None:
+            return self._st.predict(features, request_id)  # one read: a swap cannot mix two versions
+        return exp.predict(self._st, features, request_id)
 
     def predict_batch(self, rows: Any) -> PredictionBatch:
         """Predict many rows: a 2-D array, a list of dicts or rows, or a pandas DataFrame.
@@ -168,7 +175,10 @@ class Runtime:
         ``PredictionBatch.sources`` and each row say where its answer came from. The prediction
         cache is not used for batches.
         """
-        return self._st.predict_batch(rows)
+        exp = self._exp
+        if exp is None:
+            return self._st.predict_batch(rows)
+        return exp.predict_batch(self._st, rows)
 
     # -- events -----------------------------------------------------------------------------------
     def _flush_log(self) -> None:
@@ -258,8 +268,64 @@ class Runtime:
                 old.cache.clear()
         return old.model
 
+    # -- experiments ----------------------------------------------------------------------------
+    @property
+    def experiment(self) -> Experiment | None:
+        return self._exp
+
+    def start_experiment(self, path: str | Path, *, mode: str = "split", weight: float = 0.1,
+                         key: str = "request_id", shadow_sample: float = 0.2) -> None:
+        """Serve a candidate beside the model: a ``weight`` share of keys (``split``), or a
+        ``shadow_sample`` share of requests scored off the answer path (``shadow``). The
+        candidate is loaded, verified and smoke-tested first (``ModelLoadError``); an experiment
+        already running is replaced. See ``edge_runtime.experiment``."""
+        options = ExperimentOptions(mode=mode, weight=weight, key=key, shadow_sample=shadow_sample)
+        model = LoadedModel.open(path, backend_options(self.options), self.options.backend)
+        cand = ServingVersion(self.services, model, model.manifest)
+        if self.feature_names and model.manifest.feature_names != self.feature_names:
+            model.close()
+            raise ModelLoadError(path, "the candidate's features differ from the model's "
+                                 f"({', '.join(model.manifest.feature_names)} vs {', '.join(self.feature_names)}): "
+                                 "an experiment compares two versions of one model")
+        with self._swap_lock:
+            old = self._exp
+            self._exp = Experiment(cand, self._st, options)
+            self._book.beside(cand.metrics, True)
+            if self._variants_collector is None:
+                self._variants_collector = VariantsCollector(self)
+                self.registry.register(self._variants_collector)
+            self.sections["variants"] = self._variants
+        self._end(old)
+        log.info("experiment started: %s %s version %s (%s)", mode, model.manifest.name, model.manifest.version,
+                 f"weight {weight:g}, key {key}" if mode == "split" else f"shadow sample {shadow_sample:g}")
+
+    def end_experiment(self) -> None:
+        """Stop the experiment (if any) and unload its candidate; the model serves everything."""
+        with self._swap_lock:
+            old, self._exp = self._exp, None
+            self.sections.pop("variants", None)
+        self._end(old)
+
+    def _end(self, exp: Experiment | None) -> None:
+        if exp is None:
+            return
+        exp.close()
+        self._book.beside(exp.candidate.metrics, False)
+        if self._retired_candidate is not None:  # closed one experiment later: calls may still be in it
+            self._retired_candidate.close()
+        self._retired_candidate = exp.candidate
+        log.info("experiment ended: candidate version %s unloaded", exp.candidate.version)
+
+    def _variants(self) -> dict[str, Any]:
+        exp = self._exp
+        return exp.snapshot(self._st) if exp is not None else {}
+
     def close(self) -> None:
         self.closed = True
+        self.end_experiment()
+        if self._retired_candidate is not None:
+            self._retired_candidate.close()
+            self._retired_candidate = None
         svc = self.services
         if svc.batcher is not None:
             svc.batcher.close()

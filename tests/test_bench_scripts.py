@@ -24,6 +24,7 @@ RUNS = {
     "bench_faults.py": ["--rounds", "1", "--per-round", "20"],
     "bench_pipelines.py": ["--messages", "200", "--paced", "50", "--rate", "200"],
     "bench_serve.py": ["--seconds", "1"],
+    "bench_experiment.py": ["--runs", "200", "--rounds", "1"],
 }
 
 

@@ -29,7 +29,7 @@ from edge_runtime.agent.models import ModelManager
 from edge_runtime.agent.reporter import OUTBOX_FILE, STATE_FILE, Reporter
 from edge_runtime.agent.updater import Updater
 from edge_runtime.config import Config
-from edge_runtime.errors import ConfigError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.http import BackgroundServer
 from edge_runtime.pipelines import Pipelines
 from edge_runtime.runtime import Runtime
@@ -120,6 +120,7 @@ class Agent:
         self.intake.start()
         self.reporter.open(self._route)
         self._start_http(runtime)
+        self._start_experiment(runtime)
         if self.cfg.pipelines:
             self.pipelines = Pipelines(self.cfg, runtime, self.event)
             runtime.add_section("pipelines", self.pipelines.snapshot, self.pipelines)
@@ -278,6 +279,25 @@ class Agent:
             self.event(kind, **data)
         except Exception:
             log.exception("could not queue runtime event %s", kind)
+
+    def _start_experiment(self, runtime: Runtime) -> None:
+        """[experiment]: the candidate must verify like any artifact; if it cannot be used the
+        device serves its model alone and says why (an experiment never takes a device down)."""
+        ex = self.cfg.experiment
+        if ex is None or ex.candidate is None:
+            return
+        try:
+            if self.keys.artifact:
+                self.keys.verify_artifact(ex.candidate)
+            runtime.start_experiment(ex.candidate, mode=ex.mode, weight=ex.weight, key=ex.key,
+                                     shadow_sample=ex.shadow_sample)
+        except EdgeRuntimeError as exc:
+            log.error("experiment not started: %s", exc)
+            self.event("experiment_failed", candidate=str(ex.candidate), reason=str(exc)[:300])
+            return
+        cand = runtime.experiment.candidate if runtime.experiment else None
+        self.event("experiment_started", mode=ex.mode, weight=ex.weight, key=ex.key, shadow_sample=ex.shadow_sample,
+                   candidate={"name": cand.name, "version": cand.version} if cand else None)
 
     # -- local HTTP API -------------------------------------------------------------------------
     def _start_http(self, runtime: Runtime) -> None:

@@ -51,6 +51,7 @@ class PredictionOut(BaseModel):
     latency_ms: float
     reason: str | None = Field(default=None, description="why a fallback answered")
     request_id: str | None = None
+    variant: str | None = Field(default=None, description="primary or candidate, while an experiment runs")
 
 
 class BatchOut(BaseModel):
