@@ -88,7 +88,8 @@ class Operator:
 
     def desired(self, artifact: Path, target: dict[str, Any] | None = None, *, key: Path | None = None,
                 sequence: int | None = None, expires_in_s: float = 3600, force: bool = False,
-                serve: bool = True, retain: bool = True, doc_changes: dict[str, Any] | None = None) -> str:
+                serve: bool = True, retain: bool = True, doc_changes: dict[str, Any] | None = None,
+                experiment: dict[str, Any] | None = None) -> str:
         from edge_runtime.fleet import server as fs
         from edge_runtime.updates.desired import update_id
         from edge_runtime.updates.trust import load_private_key, sign_document
@@ -96,8 +97,10 @@ class Operator:
         target = target or {"device": "pi-1"}
         if serve:
             self.server.serve(artifact)
+            if experiment is not None:
+                self.server.serve(experiment["dir"])
         doc = fs.desired_document(self.cfg.fleet.name, target, artifact, sequence=sequence,
-                                  expires_in_s=expires_in_s, force=force)
+                                  expires_in_s=expires_in_s, force=force, experiment=experiment)
         doc.update(doc_changes or {})
         signed = sign_document(doc, [load_private_key(key or self.cfg.updates.deployment_key)])
         self.server.publish(fs.desired_topic(self.cfg.fleet.name, target), json.dumps(signed).encode(),

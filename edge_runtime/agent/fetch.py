@@ -20,7 +20,7 @@ from edge_runtime.config import Config
 from edge_runtime.errors import ModelLoadError
 from edge_runtime.manifest import read_manifest, verify_artifact
 from edge_runtime.store import ModelRef
-from edge_runtime.updates.desired import Document, Refused, is_older
+from edge_runtime.updates.desired import ArtifactRef, Document, Refused, is_older
 from edge_runtime.updates.trust import KeyRing
 
 SPARE_BYTES = 1 << 20
@@ -38,48 +38,53 @@ class Fetcher:
         self.set_state = set_state
         self.download: MqttDownload | None = None  # the MQTT download in progress (chunks are routed to it)
 
-    def staging(self, doc: Document) -> Path:
-        assert doc.artifact is not None
-        return self.dir / "staging" / doc.artifact.manifest_sha256
+    def staging(self, doc: Document, art: ArtifactRef | None = None) -> Path:
+        art = art or doc.artifact
+        assert art is not None
+        return self.dir / "staging" / art.manifest_sha256
 
-    def fetch(self, doc: Document, cancelled: Callable[[], bool]) -> ModelRef:
-        art = doc.artifact
+    def fetch(self, doc: Document, cancelled: Callable[[], bool], art: ArtifactRef | None = None) -> ModelRef:
+        """The document's artifact (or ``art``, an experiment's candidate: no version order, no
+        update events or progress) installed and verified in the store."""
+        primary = art is None
+        art = art or doc.artifact
         assert art is not None and self.models.store is not None
         store = self.models.store
+        state = self.set_state if primary else _no_state
+        event = self.reporter.event if primary else _no_event
         ev = {"update_id": doc.update_id, "version": art.version, "name": art.name}
         installed = store.find(art.manifest_sha256)
-        self._check_order(doc, installed)
+        if primary:
+            self._check_order(doc, installed)
         if installed is not None:  # the same bytes are installed already: no download
-            kid = self._verify(doc, store.path(installed))
-            self.reporter.event("update_verified", **ev, keyid=kid[:16], already_installed=True)
+            kid = self._verify(art, store.path(installed))
+            event("update_verified", **ev, keyid=kid[:16], already_installed=True)
             return installed
-        staging = self.staging(doc)
+        staging = self.staging(doc, art)
         free = shutil.disk_usage(self.dir.parent).free
         need = 2 * art.size_bytes + SPARE_BYTES - _size_on_disk(staging)
-        self.set_state(doc, "checking_space")
+        state(doc, "checking_space")
         if free < need:
             raise DownloadFailed(f"not enough disk space in {self.dir.parent}: {free:,} bytes free, {need:,} needed "
                                  "(the artifact and a spare version); free some space or lower keep_versions")
-        self.set_state(doc, "downloading", 0.0)
+        state(doc, "downloading", 0.0)
         t0 = time.monotonic()
-        path = self._download_to(doc, staging, cancelled)
-        self.reporter.event("update_downloaded", **ev, seconds=round(time.monotonic() - t0, 3),
-                            bytes=art.size_bytes, free_bytes=free)
-        self.set_state(doc, "verifying")
+        path = self._download_to(doc, art, staging, cancelled, state)
+        event("update_downloaded", **ev, seconds=round(time.monotonic() - t0, 3), bytes=art.size_bytes,
+              free_bytes=free)
+        state(doc, "verifying")
         # over MQTT the whole file was just hashed against the signed sha256 (Staging.finish)
-        kid = self._verify(doc, path, file_hashed=not art.url)
-        self.reporter.event("update_verified", **ev, keyid=kid[:16])
-        self.set_state(doc, "staging")
+        kid = self._verify(art, path, file_hashed=not art.url)
+        event("update_verified", **ev, keyid=kid[:16])
+        state(doc, "staging")
         ref = store.install(path, move=True, verified=True)
         shutil.rmtree(staging, ignore_errors=True)
         return ref
 
-    def _download_to(self, doc: Document, staging: Path, cancelled: Callable[[], bool]) -> Path:
-        art = doc.artifact
-        assert art is not None
-
+    def _download_to(self, doc: Document, art: ArtifactRef, staging: Path, cancelled: Callable[[], bool],
+                     state: SetState) -> Path:
         def progress(pct: float) -> None:
-            self.set_state(doc, "downloading", pct, save=False)
+            state(doc, "downloading", pct, save=False)
 
         if art.url:
             return fetch_url(art, staging, progress, cancelled)
@@ -95,10 +100,8 @@ class Fetcher:
         finally:
             self.download = None
 
-    def _verify(self, doc: Document, path: Path, *, file_hashed: bool = False) -> str:
+    def _verify(self, art: ArtifactRef, path: Path, *, file_hashed: bool = False) -> str:
         """Both signatures, and every hash, before anything is installed; the artifact key's id."""
-        art = doc.artifact
-        assert art is not None
         got = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
         if got != art.manifest_sha256:
             raise Refused(f"manifest.json hashes to {got[:16]}..., the desired state says "
@@ -128,6 +131,14 @@ class Fetcher:
         if is_older((art.version, created), (cur.version, cur.created_at)):
             raise Refused(f"version {art.version} is older than the active {cur.version}; a downgrade needs "
                           "a desired state with force = true (publish --force)")
+
+
+def _no_state(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def _no_event(*args: Any, **kwargs: Any) -> None:
+    pass
 
 
 def _size_on_disk(d: Path) -> int:

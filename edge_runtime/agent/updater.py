@@ -34,6 +34,7 @@ from typing import Any
 
 from edge_runtime.agent.desired_state import DesiredStates, uid_of
 from edge_runtime.agent.download import Cancelled, DownloadFailed
+from edge_runtime.agent.experiments import Experiments
 from edge_runtime.agent.fetch import Fetcher
 from edge_runtime.agent.keyset import KeySet
 from edge_runtime.agent.models import ModelManager
@@ -70,6 +71,7 @@ class Updater:
         self.keys = KeySet(ring, self.state, reporter, cfg.device.fleet, models.lock)  # a rotated set applies now
         self.desired = DesiredStates(cfg, ring, self.state, reporter)
         self.fetcher = Fetcher(cfg, models, ring, reporter, self.dir, self._set_current)
+        self.experiments = Experiments(models, self.fetcher, reporter)
         self.progress: dict[str, Any] | None = None  # the "update" field of the status
         self._probation_started = 0.0
         self._inconclusive_reported = 0
@@ -210,6 +212,7 @@ class Updater:
             self._on_desired(*arg)
         elif kind == "apply":
             self._apply(arg)
+            self.experiments.reconcile(arg, self._stop.is_set)
         elif kind == "resume":
             self._resume()
         elif kind == "reconcile":
@@ -231,12 +234,11 @@ class Updater:
 
     def _reconcile(self) -> None:
         doc = self.desired.effective()
-        if doc is None or doc.update_id in self.state.outcomes:
-            return
-        if self.state.probation and self.state.probation.get("update_id") == doc.update_id:
-            return
-        cur = self.state.current
-        self._apply(doc, resumed=bool(cur and cur.get("id") == doc.update_id))
+        if doc is not None and doc.update_id not in self.state.outcomes and not (
+                self.state.probation and self.state.probation.get("update_id") == doc.update_id):
+            cur = self.state.current
+            self._apply(doc, resumed=bool(cur and cur.get("id") == doc.update_id))
+        self.experiments.reconcile(doc, self._stop.is_set)
 
     def _resume(self) -> None:
         cur = self.state.current

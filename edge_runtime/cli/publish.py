@@ -44,6 +44,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--url", help="devices fetch the artifact directory from this URL instead of MQTT chunks")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the local checks (to prove that devices refuse a bad artifact)")
+    e = p.add_argument_group("experiment", "serve a candidate beside DIR on the devices (A/B split or shadow); "
+                             "publishing again without --candidate ends it")
+    e.add_argument("--candidate", type=Path, metavar="CANDIDATE_DIR", help="signed candidate artifact directory")
+    e.add_argument("--mode", choices=("split", "shadow"), default="split")
+    e.add_argument("--weight", type=float, default=0.1, help="share of keys the candidate answers (split)")
+    e.add_argument("--split-key", dest="exp_key", default="request_id", metavar="KEY",
+                   help="request_id (default) or a feature name: the same key always gets the same variant")
+    e.add_argument("--shadow-sample", type=float, default=0.2, help="share of requests also scored (shadow)")
     p.set_defaults(func=publish)
 
     r = sub.add_parser(
@@ -106,14 +114,22 @@ def publish(args: argparse.Namespace) -> int:
     cfg = load_fleet_config(args.config)
     target = fs.target_of(args.device, args.group, args.all)
     key = _key(args, cfg)
+    experiment = None
+    if args.candidate is not None:
+        experiment = {"dir": args.candidate, "mode": args.mode, "weight": args.weight, "key": args.exp_key,
+                      "shadow_sample": args.shadow_sample}
     if not args.no_verify:
-        print(f"checked {args.dir}: {fs.check_artifact(args.dir, cfg.updates.artifact_keys)}")
+        for d in (args.dir, *([args.candidate] if args.candidate else [])):
+            print(f"checked {d}: {fs.check_artifact(d, cfg.updates.artifact_keys)}")
     doc = fs.desired_document(cfg.fleet.name, target, args.dir, sequence=args.sequence,
-                              expires_in_s=fs.parse_duration(args.expires_in), force=args.force, url=args.url)
+                              expires_in_s=fs.parse_duration(args.expires_in), force=args.force, url=args.url,
+                              experiment=experiment)
     signed = fs.signed_desired(doc, key)
     uid = fs.update_id(doc)
     srv = fs.UpdateServer(cfg, on_event=lambda d, ev: _print_event(d, ev) if ev.get("update_id") == uid else None)
     srv.register(args.dir)
+    if args.candidate is not None:
+        srv.register(args.candidate)
     srv.start()
     try:
         time.sleep(1.0)  # retained statuses arrive: which devices are out there

@@ -242,13 +242,23 @@ def target_of(device: str | None, group: str | None, all_: bool) -> dict[str, An
 
 
 def desired_document(fleet: str, target: dict[str, Any], artifact_dir: Path, *, sequence: int | None,
-                     expires_in_s: float, force: bool, url: str | None = None) -> dict[str, Any]:
+                     expires_in_s: float, force: bool, url: str | None = None,
+                     experiment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The desired-state document; ``experiment``: {"dir": candidate artifact, "mode", "weight",
+    "key", "shadow_sample"} serves a candidate beside the artifact (A/B or shadow)."""
+    doc: dict[str, Any] = {"type": "desired", "fleet": fleet, "target": target, "sequence": sequence or now_ms(),
+           "expires": expires_at(expires_in_s), "force": force, "artifact": artifact_entry(artifact_dir, url)}
+    if experiment is not None:
+        options = {k: experiment[k] for k in ("mode", "weight", "key", "shadow_sample") if k in experiment}
+        doc["experiment"] = {"artifact": artifact_entry(Path(experiment["dir"]), experiment.get("url")), **options}
+    return doc
+
+
+def artifact_entry(artifact_dir: Path, url: str | None = None) -> dict[str, Any]:
     m = read_manifest(artifact_dir)
     manifest_sha = hashlib.sha256((artifact_dir / MANIFEST_FILE).read_bytes()).hexdigest()
-    return {"type": "desired", "fleet": fleet, "target": target, "sequence": sequence or now_ms(),
-            "expires": expires_at(expires_in_s), "force": force,
-            "artifact": {"name": m.name, "version": m.version, "sha256": m.sha256, "size_bytes": m.size_bytes,
-                         "manifest_sha256": manifest_sha, "url": url}}
+    return {"name": m.name, "version": m.version, "sha256": m.sha256, "size_bytes": m.size_bytes,
+            "manifest_sha256": manifest_sha, "url": url}
 
 
 def rollback_command(fleet: str, target: dict[str, Any], key_path: Path, *, sequence: int | None = None,

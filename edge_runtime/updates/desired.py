@@ -52,6 +52,25 @@ class ArtifactRef:
 
 
 @dataclass(frozen=True)
+class ExperimentRef:
+    """A desired state's ``experiment``: a candidate artifact and how it is compared."""
+
+    artifact: ArtifactRef
+    mode: str
+    weight: float
+    key: str
+    shadow_sample: float
+
+    def options(self) -> dict[str, Any]:
+        return {"mode": self.mode, "weight": self.weight, "key": self.key, "shadow_sample": self.shadow_sample}
+
+    @property
+    def ident(self) -> str:
+        """What identifies this experiment: the candidate's bytes and the options."""
+        return canonical({"manifest_sha256": self.artifact.manifest_sha256, **self.options()}).decode()
+
+
+@dataclass(frozen=True)
 class Document:
     """A checked document: what it asks, for which target, under which sequence."""
 
@@ -64,6 +83,7 @@ class Document:
     artifact: ArtifactRef | None
     signed: dict[str, Any]  # as received, to persist and resume from
     keyid: str
+    experiment: ExperimentRef | None = None  # a candidate beside the artifact (A/B or shadow)
 
     @property
     def target_key(self) -> str:
@@ -119,8 +139,9 @@ def check(signed: Any, ring: KeyRing, *, device: str, fleet: str, groups: tuple[
     if not isinstance(force, bool):
         raise Refused("force must be true or false")
     art = _artifact(doc.get("artifact")) if kind == "desired" else None
+    exp = _experiment(doc.get("experiment")) if kind == "desired" and doc.get("experiment") is not None else None
     return Document(type=kind, fleet=fleet, target=target, sequence=seq, expires=expires, force=force,
-                    artifact=art, signed=signed, keyid=kid)
+                    artifact=art, signed=signed, keyid=kid, experiment=exp)
 
 
 def _target(t: Any) -> tuple[str, str]:
@@ -159,6 +180,23 @@ def _artifact(a: Any) -> ArtifactRef:
     if url is not None and not (isinstance(url, str) and url.startswith(("file://", "https://", "http://"))):
         raise Refused("artifact url must be null or a file://, https:// or http:// URL")
     return ArtifactRef(str(name), str(version), a["sha256"], size, a["manifest_sha256"], url)
+
+
+def _experiment(e: Any) -> ExperimentRef:
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.experiment import ExperimentOptions
+
+    if not isinstance(e, dict) or set(e) - {"artifact", "mode", "weight", "key", "shadow_sample"}:
+        raise Refused("experiment must be {artifact, mode, weight, key, shadow_sample}")
+    try:
+        opts = ExperimentOptions(mode=e.get("mode", "split"), weight=e.get("weight", 0.1),
+                                 key=e.get("key", "request_id"), shadow_sample=e.get("shadow_sample", 0.2))
+    except ConfigError as exc:
+        raise Refused(f"experiment: {exc.reason}") from None
+    if len(opts.key) > 128:
+        raise Refused("experiment key must be at most 128 characters")
+    return ExperimentRef(_artifact(e.get("artifact")), opts.mode, float(opts.weight), opts.key,
+                         float(opts.shadow_sample))
 
 
 # -- version order ------------------------------------------------------------------------------------
