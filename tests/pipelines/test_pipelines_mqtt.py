@@ -266,6 +266,7 @@ def test_a_pipeline_keeps_running_across_a_model_swap(tmp_path: Path, plant_fact
         t.join(10)
     plant.sensors.wait_sent()
     wait_for(lambda: plant.stats("p")["published"] == len(plant.sensors.infos), 20, "every message answered")
+    wait_for(lambda: plant.count() >= len(plant.sensors.infos), 10, "every answer at the subscriber")
     values = {d["model_version"]: d["value"] for d in plant.outputs()}
     assert values == {"1": pytest.approx(2.0), "2": pytest.approx(4.0)}
     assert plant.stats("p")["bad"] == plant.stats("p")["errors"] == 0
@@ -308,5 +309,6 @@ def test_a_slow_model_drops_the_oldest_and_memory_stays_bounded(tmp_path: Path, 
     s = plant.stats("p")
     assert s["received"] == 600 and s["published"] + s["dropped"] == 600, s
     assert s["dropped"] > 300 and peak <= 20
+    wait_for(lambda: plant.count() >= s["published"], 10, "every published answer at the subscriber")
     keys = [d["key"] for d in plant.outputs()]
     assert 599 in keys  # the newest is kept, the oldest dropped
