@@ -188,7 +188,8 @@ class Updater:
     def status(self) -> dict[str, Any]:
         active, prev = self.models.versions()
         return {"active": active.to_dict() if active else None, "previous": prev.to_dict() if prev else None,
-                "update": dict(self.progress) if self.progress else None}
+                "update": dict(self.progress) if self.progress else None,
+                "outcomes": dict(list(self.state.outcomes.items())[-8:])}  # how recent updates ended
 
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:

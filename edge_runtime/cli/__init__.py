@@ -12,7 +12,7 @@ import sys
 
 from edge_runtime.errors import EdgeRuntimeError, exit_code
 
-COMMANDS = ["predict", "info", "bench", "serve", "run", "status", "doctor", "keys", "publish"]
+COMMANDS = ["predict", "info", "bench", "serve", "run", "status", "doctor", "keys", "publish", "rollout"]
 
 
 def build_parser() -> argparse.ArgumentParser:
