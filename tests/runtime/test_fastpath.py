@@ -37,13 +37,50 @@ KINDS = ["onnx-iris", "onnx-regression", "fake",
          pytest.param("tflite-iris", marks=[pytest.mark.slow, pytest.mark.skipif(not HAS_LITERT, reason=NO_LITERT)])]
 
 
+def onnx_artifact(d: Path, task: str) -> Path:
+    """A real ONNX artifact made with skl2onnx (what the device lanes have; no MLflow): logistic
+    regression on iris or linear regression on diabetes, with drift reference histograms."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+    from edge_runtime.reference import build_reference
+
+    clf = task == "classification"
+    X, y = (load_iris if clf else load_diabetes)(return_X_y=True)
+    X = X.astype(np.float32)
+    model = (LogisticRegression(max_iter=1000) if clf else LinearRegression()).fit(X, y)
+    onx = to_onnx(model, X[:1], options={id(model): {"zipmap": False}} if clf else None,
+                  target_opset={"": 17, "ai.onnx.ml": 3})
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.onnx").write_bytes(onx.SerializeToString())
+    names = tuple(f"f{i}" for i in range(X.shape[1]))
+    outs = [o.name for o in onx.graph.output]
+    outputs = ((TensorSpec(outs[0], "int64", (None,), "label"), TensorSpec(outs[1], "float32", (None, 3),
+                                                                             "probabilities"))
+               if clf else (TensorSpec(outs[0], "float32", (None, 1), "value"),))
+    write_manifest(d, Manifest(
+        name=task, version="1", backend="onnx", file="model.onnx", sha256=sha256_file(d / "model.onnx"),
+        size_bytes=(d / "model.onnx").stat().st_size, task=task,
+        inputs=(TensorSpec(onx.graph.input[0].name, "float32", (None, X.shape[1])),), outputs=outputs,
+        feature_names=names, feature_types=("float",) * len(names), classes=(0, 1, 2) if clf else None,
+        reference=build_reference(X, names, model.predict(X).tolist(), classification=clf)))
+    return d
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("fast-onnx")
+    return {"onnx-iris": onnx_artifact(d / "iris", "classification"),
+            "onnx-regression": onnx_artifact(d / "diabetes", "regression")}
+
+
 @pytest.fixture(params=KINDS)
 def art(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     kind = request.param
-    if kind == "onnx-iris":
-        return Path(request.getfixturevalue("iris_artifact"))
-    if kind == "onnx-regression":
-        return Path(request.getfixturevalue("regression_artifact"))
+    if kind.startswith("onnx"):
+        return Path(request.getfixturevalue("onnx_models")[kind])
     if kind == "tflite-iris":
         return Path(request.getfixturevalue("tflite_iris"))
     return write_fake_artifact(tmp_path / "fake", features=tuple(f"f{i}" for i in range(4)),
@@ -139,8 +176,8 @@ def test_a_timeout_uses_the_general_path(art: Path) -> None:
         assert rt.predict(rows_for(rt, 1)[0]).source == "model"
 
 
-def test_a_score_that_overflows_falls_back_without_opening_the_breaker(regression_artifact: Path) -> None:
-    with edge_runtime.load(regression_artifact, fallback_default=-1.0) as rt:
+def test_a_score_that_overflows_falls_back_without_opening_the_breaker(onnx_models: dict[str, Path]) -> None:
+    with edge_runtime.load(onnx_models["onnx-regression"], fallback_default=-1.0) as rt:
         assert rt.serving.predict is not rt.serving.predict_general
         huge = np.full(len(rt.feature_names), 3e38, dtype=np.float32)  # valid float32, the score is not
         for _ in range(10):
