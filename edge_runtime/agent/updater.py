@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import shutil
-import signal
 import threading
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 from edge_runtime.agent.desired_state import DesiredStates, uid_of
 from edge_runtime.agent.download import Cancelled, DownloadFailed
 from edge_runtime.agent.experiments import Experiments
+from edge_runtime.agent.fault_injection import crash_point
 from edge_runtime.agent.fetch import Fetcher
 from edge_runtime.agent.keyset import KeySet
 from edge_runtime.agent.models import ModelManager
@@ -324,7 +323,7 @@ class Updater:
             self._end(uid, "failed", "update_failed", **ev,
                       reason=f"the new version failed to load or its smoke test: {exc.reason}")
             return
-        _crash_point("activated")
+        crash_point("activated")
         with self.state.lock:
             self.state.probation = {"update_id": uid, "name": ref.name, "version": ref.version,
                                     "previous": previous.to_dict() if previous else None,
@@ -421,7 +420,7 @@ class Updater:
             if save:
                 self.state.save()
         if save:
-            _crash_point(state)
+            crash_point(state)
         self._set_progress(doc.update_id, art.version, state, percent)
 
     def _set_progress(self, uid: str, version: str, state: str, percent: float | None, **extra: Any) -> None:
@@ -444,8 +443,3 @@ class Updater:
             self.reporter.event(event, **data)
         self.reporter.publish_status()
 
-
-def _crash_point(step: str) -> None:
-    if os.environ.get("EDGE_RUNTIME_CRASH_AT") == step:
-        log.warning("EDGE_RUNTIME_CRASH_AT=%s: killing this process now (fault injection)", step)
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -197,6 +196,7 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def control(args: argparse.Namespace) -> int:
+    from edge_runtime.cli.status import pid_alive
     from edge_runtime.errors import ConfigError
     from edge_runtime.fleet.rollout.state import FINISHED
 
@@ -207,7 +207,7 @@ def control(args: argparse.Namespace) -> int:
     if doc["state"] in FINISHED:
         raise ConfigError(f"rollout {doc['id']} is {doc['state']}: nothing to {args.action}")
     ctl = doc.get("controller") or {}
-    alive = bool(ctl) and time.time() - float(ctl.get("heartbeat", 0)) < HEARTBEAT_STALE_S and _pid_alive(
+    alive = bool(ctl) and time.time() - float(ctl.get("heartbeat", 0)) < HEARTBEAT_STALE_S and pid_alive(
         int(ctl.get("pid", 0)))
     store.request(doc["id"], args.action)
     if alive or args.action != "resume":
@@ -219,14 +219,3 @@ def control(args: argparse.Namespace) -> int:
     print(f"rollout {doc['id']}: running the controller from step {doc['step'] + 1}", flush=True)
     return _run(cfg, store, doc, Path(args.key or doc["key"]), args.tick)
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=run)
 
 
-def _alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Is a process with this pid running (a stale state file's pid is not)?"""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -47,7 +48,7 @@ def collect(config: str | Path) -> dict[str, Any]:
         state = json.loads((data / STATE_FILE).read_text())
     except (OSError, ValueError):
         pass
-    running = _alive(state.get("pid")) and state.get("state") != "stopped"
+    running = pid_alive(state.get("pid")) and state.get("state") != "stopped"
     active = previous = None
     if (data / "models").is_dir():
         store = ModelStore(data)
